@@ -45,20 +45,31 @@ class Backend:
 
 BACKENDS: dict[str, Backend] = {
     "duckdb": Backend(
-        "duckdb", "duckdb", "DuckDB: the default, a vectorized columnar SQL engine",
+        "duckdb",
+        "duckdb",
+        "DuckDB: the default, a vectorized columnar SQL engine",
         json_functions=True,
     ),
     "polars": Backend(
-        "polars", "polars", "Polars: lazy DataFrames, collected with the streaming engine",
+        "polars",
+        "polars",
+        "Polars: lazy DataFrames, collected with the streaming engine",
         notes=("window functions and hexdigest are the workbench's own translation",),
     ),
     "datafusion": Backend(
-        "datafusion", "datafusion", "Apache DataFusion: an Arrow-native SQL engine",
+        "datafusion",
+        "datafusion",
+        "Apache DataFusion: an Arrow-native SQL engine",
         notes=("hexdigest is the workbench's own translation",),
     ),
     "sqlite": Backend(
-        "sqlite", "sqlite3", "SQLite: a row store, registered for lakehouse reads only (contrast)",
-        required=False, pipelines=False, lazy_delta_scan=False, stable_hashes=False,
+        "sqlite",
+        "sqlite3",
+        "SQLite: a row store, registered for lakehouse reads only (contrast)",
+        required=False,
+        pipelines=False,
+        lazy_delta_scan=False,
+        stable_hashes=False,
         notes=("tables are copied into an in-memory SQLite database when read",),
     ),
 }
