@@ -114,6 +114,14 @@ class Lakehouse:
                 f"Versions of {name!r} that exist: 0 to {latest}, unless vacuumed.",
                 "lake.history(name) lists the versions with their timestamps.",
             ) from exc
+        missing = [f for f in table.file_uris() if "://" not in f and not Path(f).exists()]
+        if missing:
+            raise WorkbenchError(
+                f"Version {table.version()} of {name!r} refers to {len(missing)} data file(s) "
+                f"that no longer exist, e.g. {missing[0]}.",
+                "Time travel reads a version's files; vacuum deletes the files of old versions.",
+                "read a version younger than the last vacuum's retention (lake.history(name)).",
+            )
         return table
 
     # -- reads ---------------------------------------------------------------------------

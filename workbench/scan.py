@@ -41,6 +41,8 @@ def register(con: ibis.BaseBackend, view: str, dt: DeltaTable) -> ibis.Table:
         # deltalake's DataFusion table provider needs the exact DataFusion major it was built
         # against (55 for deltalake 1.6.6; Ibis 12 needs <= 51), so go through Arrow's dataset,
         # which keeps partition columns and pushes filters down to the files.
+        if con.con.table_exist(view):
+            con.con.deregister_table(view)
         con.con.register_dataset(view, dt.to_pyarrow_dataset())
         table = con.table(view)
     else:  # a row store such as sqlite: copy the snapshot in
