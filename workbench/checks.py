@@ -312,10 +312,13 @@ class Suite:
         metrics = {"rows": flagged.count()}
         for check in self.row_checks:
             metrics[check.flag_column] = flagged[check.flag_column].cast("int64").sum()
-        metrics["dropped"] = (
-            (self._any(flagged, "drop") & ~self._any(flagged, "quarantine")).cast("int64").sum()
-        )
-        metrics["quarantined"] = self._any(flagged, "quarantine").cast("int64").sum()
+        drop, quarantine = self._any(flagged, "drop"), self._any(flagged, "quarantine")
+        # Counted only when the suite has checks of that severity (absent means none).
+        if quarantine is not None:
+            metrics["quarantined"] = quarantine.cast("int64").sum()
+        if drop is not None:
+            gone = drop if quarantine is None else drop & ~quarantine
+            metrics["dropped"] = gone.cast("int64").sum()
         for check in self.checks:
             if check.kind == "freshness":
                 metrics[f"_newest_{check.name}"] = flagged[check.columns[0]].max()
@@ -323,12 +326,16 @@ class Suite:
 
     def valid(self, flagged: ibis.Table) -> ibis.Table:
         """The rows that go on to the target: those failing no `drop` or `quarantine` check."""
-        keep = ~(self._any(flagged, "drop") | self._any(flagged, "quarantine"))
-        return flagged.filter(keep).drop(*self._flag_columns())
+        out = self._any(flagged, "drop", "quarantine")
+        rows = flagged if out is None else flagged.filter(~out)
+        return rows.drop(*self._flag_columns())
 
     def dropped(self, flagged: ibis.Table) -> ibis.Table:
         """The rows left out by a `drop` check and not quarantined."""
-        out = self._any(flagged, "drop") & ~self._any(flagged, "quarantine")
+        drop, quarantine = self._any(flagged, "drop"), self._any(flagged, "quarantine")
+        if drop is None:
+            return flagged.filter(ibis.literal(False)).drop(*self._flag_columns())
+        out = drop if quarantine is None else drop & ~quarantine
         return flagged.filter(out).drop(*self._flag_columns())
 
     def quarantined(self, flagged: ibis.Table, run_id: str) -> ibis.Table:
@@ -337,7 +344,8 @@ class Suite:
         names = ibis.literal("")
         for check in self.row_checks:
             names = names + ibis.ifelse(flagged[check.flag_column], ", " + check.name, "")
-        rows = flagged.filter(self._any(flagged, "quarantine"))
+        out = self._any(flagged, "quarantine")
+        rows = flagged.filter(ibis.literal(False) if out is None else out)
         rows = rows.mutate(_failed_checks=names.substr(2), _run_id=ibis.literal(run_id))
         return rows.drop(*self._flag_columns())
 
@@ -356,12 +364,10 @@ class Suite:
     def _flag_columns(self) -> list[str]:
         return [c.flag_column for c in self.row_checks]
 
-    def _any(self, flagged: ibis.Table, severity: str) -> ibis.BooleanValue:
-        result = ibis.literal(False)
-        for check in self.row_checks:
-            if check.severity == severity:
-                result = result | flagged[check.flag_column]
-        return result
+    def _any(self, flagged: ibis.Table, *severities: str) -> ibis.BooleanValue | None:
+        """True where the row fails a check of one of `severities`; None when there is none."""
+        flags = [flagged[c.flag_column] for c in self.row_checks if c.severity in severities]
+        return ibis.or_(*flags) if flags else None
 
 
 def _flag(t: ibis.Table, check: Check, i: int) -> ibis.BooleanValue:

@@ -131,8 +131,8 @@ def audit(
         run_time=run_time or dt.datetime.now(dt.UTC),
         table=table or suite.name,
         rows=rows,
-        dropped=int(summary["dropped"] or 0),
-        quarantined=int(summary["quarantined"] or 0),
+        dropped=int(summary.get("dropped") or 0),
+        quarantined=int(summary.get("quarantined") or 0),
         results=results.astype({"failing_rows": "Int64"}),
     )
 
