@@ -246,7 +246,9 @@ class Lakehouse:
             raise self._schema_error(name, reader.schema, exc) from exc
         except delta_errors.CommitFailedError as exc:
             raise _conflict(name, exc) from exc
-        except delta_errors.DeltaProtocolError as exc:
+        except (delta_errors.DeltaProtocolError, delta_errors.DeltaError) as exc:
+            if "validation" not in str(exc) and "nvariant" not in str(exc):
+                raise
             raise _constraint_error(name, exc) from exc
         return self.version(name)
 
