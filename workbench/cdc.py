@@ -1,0 +1,388 @@
+"""Change data capture into the lakehouse: apply change events exactly once, then reconcile.
+
+The rules that make apply idempotent whatever the delivery does (duplicates, disorder, replays):
+per key only the change with the highest LSN counts; a change no newer than what silver holds
+for its key (its row, or the tombstone a delete left) is ignored; exact duplicates are dropped
+and counted; every batch commits with `Transaction(app_id, batch_id)`. The source side lives in
+`cdc_source` (SQLite + triggers), `cdc_workload` and `cdc_capture` (Debezium envelopes).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Literal
+
+import ibis
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from workbench import scan
+from workbench.cdc_capture import EVENTS, Capture, changes, disorder, land, snapshot, snapshot_diff
+from workbench.cdc_parse import DEAD_SCHEMA, META, Parsed, parse
+from workbench.cdc_source import KEYS, Catalog, Source, TableSpec
+from workbench.cdc_workload import Workload
+from workbench.errors import SchemaMismatchError, WorkbenchError
+from workbench.lakehouse import Lakehouse
+
+__all__ = [
+    "EVENTS", "DEAD_LETTER", "APPLIED", "KEYS", "Capture", "Catalog", "Parsed", "Reconciliation",
+    "Source", "TableSpec", "Workload", "apply", "apply_changes", "apply_pending", "changes",
+    "deduplicate", "differences", "disorder", "land", "latest", "live", "parse", "pending",
+    "reconcile", "snapshot", "snapshot_diff", "unapplied",
+]  # fmt: skip
+
+DEAD_LETTER = "bronze.cdc_events_dead_letter"
+"""Malformed change events, with the reason and the raw record."""
+APPLIED = "ops.cdc_apply"
+"""One row per applied batch and table: what came in, what was dropped and why, lag."""
+APP_ID = "cdc-apply"
+BOOKKEEPING = ("_lsn", "_tx_id", "_commit_ts", "_deleted")
+"""Columns silver keeps beside the source's: the change that wrote the row."""
+_counter = itertools.count()
+
+
+def silver_name(table: str) -> str:
+    """The silver table a source table replicates into."""
+    return f"silver.{table}"
+
+
+def tombstone_name(table: str) -> str:
+    """Where hard deletes leave their tombstones (key, LSN)."""
+    return f"silver.{table}_tombstones"
+
+
+# -- pipelines: pure ibis.Table -> ibis.Table -------------------------------------------------
+
+
+def deduplicate(events: ibis.Table) -> ibis.Table:
+    """One row per distinct change (every column but `_position`), with its `_copies`."""
+    content = [c for c in events.columns if c != "_position"]
+    return events.group_by(content).agg(_position=events._position.min(), _copies=events.count())
+
+
+def latest(changes: ibis.Table, key: list[str]) -> ibis.Table:
+    """Per key, the change with the highest LSN (the row's final state in this batch)."""
+    top = changes.group_by(key).agg(_top=changes._lsn.max())
+    joined = changes.join(top, [*[changes[k] == top[k] for k in key], changes._lsn == top._top])
+    return joined.select(*[changes[c] for c in changes.columns])
+
+
+def conflicting(winners: ibis.Table, key: list[str]) -> ibis.Table:
+    """Winners that share their key with another: distinct changes with the same key and LSN,
+    which a log cannot have made, so neither can be trusted."""
+    groups = winners.group_by(key).agg(_n=winners.count())
+    return winners.semi_join(groups.filter(groups._n > 1), key)
+
+
+def held(tables: list[ibis.Table], key: list[str]) -> ibis.Table:
+    """Per key, the highest LSN the lake already holds (rows and tombstones)."""
+    parts = [t.select(*key, "_lsn") for t in tables]
+    both = parts[0] if len(parts) == 1 else ibis.union(*parts)
+    return both.group_by(key).agg(_held=both._lsn.max())
+
+
+def unapplied(winners: ibis.Table, holding: ibis.Table, key: list[str]) -> ibis.Table:
+    """The winners newer than what the lake holds for their key: older ones change nothing."""
+    h = holding.rename({f"_h_{k}": k for k in key})
+    joined = winners.left_join(h, [winners[k] == h[f"_h_{k}"] for k in key])
+    keep = joined._held.isnull() | (joined._lsn > joined._held)
+    return joined.filter(keep).select(*winners.columns)
+
+
+def live(silver: ibis.Table) -> ibis.Table:
+    """Silver as the source would show it: soft-deleted rows out, bookkeeping columns dropped."""
+    if "_deleted" in silver.columns:
+        silver = silver.filter(~silver._deleted)
+    return silver.drop(*[c for c in BOOKKEEPING if c in silver.columns])
+
+
+def row_hash(table: ibis.Table, columns: list[str]) -> ibis.Value:
+    """md5 of the row's values as text: equal rows give equal hashes on the same engine."""
+    parts = [table[c].cast("string").fill_null("\u2400") for c in columns]  # ␀ marks a null
+    joined = parts[0] if len(parts) == 1 else ibis.literal("\u241f").join(parts)
+    return joined.hexdigest("md5")
+
+
+def differences(source: ibis.Table, lake: ibis.Table, key: list[str]) -> ibis.Table:
+    """Keys missing from the lake, extra in it, or whose values differ (by per-row hash)."""
+    columns = list(source.columns)
+    missing = {c: ibis.null(source[c].type()) for c in columns if c not in lake.columns}
+    lake = lake.mutate(**missing) if missing else lake
+    s = source.select(*[source[k].name(f"_s_{k}") for k in key], _s=row_hash(source, columns))
+    t = lake.select(*[lake[k].name(f"_t_{k}") for k in key], _t=row_hash(lake, columns))
+    joined = s.outer_join(t, [s[f"_s_{k}"] == t[f"_t_{k}"] for k in key])
+    kind = ibis.cases(
+        (joined[f"_t_{key[0]}"].isnull(), "missing in lake"),
+        (joined[f"_s_{key[0]}"].isnull(), "extra in lake"),
+        (joined._s != joined._t, "values differ"),
+        else_=None,
+    )
+    keys = {k: joined[f"_s_{k}"].coalesce(joined[f"_t_{k}"]) for k in key}
+    found = joined.select(**keys, difference=kind, source_hash=joined._s, lake_hash=joined._t)
+    return found.filter(found["difference"].notnull())
+
+
+# -- edges: apply into the lake -------------------------------------------------------------
+
+
+def _on(
+    con: ibis.BaseBackend, name: str, data: pa.Table | ibis.Table
+) -> tuple[ibis.Table, pa.Table]:
+    """`data` materialized as a table of `con` (an expression is computed by its own engine),
+    and as Arrow: each step runs once, and counting its rows costs nothing."""
+    if isinstance(data, ibis.Table):
+        data = data.to_pyarrow()
+    return con.create_table(f"_cdc_{name}_{next(_counter)}", data, overwrite=True), data
+
+
+def apply_changes(
+    lake: Lakehouse,
+    con: ibis.BaseBackend,
+    table: str,
+    events: pa.Table | ibis.Table,
+    key: list[str] | tuple[str, ...],
+    deletes: Literal["hard", "soft"] = "hard",
+    evolve: bool = True,
+    transaction: tuple[str, int] | None = None,
+    target: str | None = None,
+) -> dict:
+    """Merge typed change events (the table's columns plus `_op`, `_lsn`, `_tx_id`,
+    `_commit_ts`) into silver, keeping only changes newer than what silver holds per key.
+    Returns counts, and `conflicts` (the `_position`s of conflicting events)."""
+    key, target = list(key), target or silver_name(table)
+    _check_mode(lake, target, deletes)
+    if isinstance(events, ibis.Table) and "_position" not in events.columns:
+        events = events.mutate(_position=ibis.null("int64"))
+    elif isinstance(events, pa.Table) and "_position" not in events.column_names:
+        events = events.append_column("_position", pa.nulls(events.num_rows, pa.int64()))
+    ev, arrow = _on(con, f"{table}_events", events)
+    distinct, n_distinct = _on(con, f"{table}_distinct", deduplicate(ev))
+    winners, n_winners = _on(con, f"{table}_winners", latest(distinct, key))
+    bad = con.to_pyarrow(conflicting(winners, key))
+    if bad.num_rows:
+        winners = winners.anti_join(_on(con, f"{table}_bad", bad)[0], key)
+    tables = [lake.table(n, con) for n in (target, tombstone_name(table)) if lake.exists(n)]
+    todo = unapplied(winners, held(tables, key), key) if tables else winners
+    todo, n_todo = _on(con, f"{table}_todo", todo)
+    n = {"events": arrow.num_rows, "distinct": n_distinct.num_rows,
+         "winners": n_winners.num_rows - bad.num_rows, "todo": n_todo.num_rows}  # fmt: skip
+    metrics = {
+        "events": n["events"],
+        "duplicates": n["events"] - n["distinct"],
+        "conflicts": bad.num_rows,
+        "superseded": n["distinct"] - n["winners"] - bad.num_rows,
+        "stale": n["winners"] - n["todo"],
+        "applied": n["todo"],
+        "inserted": 0, "updated": 0, "deleted": 0,
+        "conflict_positions": bad["_position"].to_pylist(),
+    }  # fmt: skip
+    if n["todo"] == 0:
+        return metrics
+    data = [c for c in todo.columns if c not in META]
+    is_delete = todo._op == "d"
+    rows = todo.select(*data, "_lsn", "_tx_id", "_commit_ts", _flag=is_delete)
+    schema_mode = "merge" if evolve else None
+    if deletes == "soft":
+        result = lake.merge(target, rows.rename(_deleted="_flag"), on=key,
+                            update_if="s._lsn > t._lsn", schema_mode=schema_mode,
+                            transaction=transaction)  # fmt: skip
+    else:
+        result = lake.merge(target, rows, on=key, delete_when="_flag", update_if="s._lsn > t._lsn",
+                            schema_mode=schema_mode, transaction=transaction)  # fmt: skip
+        if pc.any(pc.equal(n_todo["_op"], "d")).as_py():
+            gone = todo.filter(is_delete).select(*key, "_lsn", "_commit_ts")
+            lake.merge(tombstone_name(table), gone, on=key, update_if="s._lsn > t._lsn",
+                       transaction=transaction)  # fmt: skip
+    metrics.update({k: result[k] for k in ("inserted", "updated", "deleted")})
+    return metrics
+
+
+def _check_mode(lake: Lakehouse, target: str, deletes: str) -> None:
+    if deletes not in ("hard", "soft"):
+        raise WorkbenchError(
+            f"Unknown deletes={deletes!r}.",
+            "Allowed: 'hard' (remove the row, keep a tombstone), 'soft' (keep it, _deleted = true).",
+            "the default is 'hard'.",
+        )
+    if lake.exists(target):
+        soft = "_deleted" in scan.arrow_schema(lake.delta(target)).names
+        if soft != (deletes == "soft"):
+            raise WorkbenchError(
+                f"{target} was built with deletes={'soft' if soft else 'hard'!r}, not {deletes!r}.",
+                "A table keeps the delete mode it was created with.",
+                "apply into a fresh table to switch modes.",
+            )
+
+
+def _check_schemas(lake: Lakehouse, parsed: Parsed, evolve: bool) -> None:
+    """Refuse, before anything is written, columns silver lacks when evolution is off."""
+    if evolve:
+        return
+    for table, events in parsed.events.items():
+        target = silver_name(table)
+        if not lake.exists(target) or events.num_rows == 0:
+            continue
+        current = set(scan.arrow_schema(lake.delta(target)).names)
+        new = [c for c in events.column_names if c not in current and c not in META]
+        if new:
+            raise SchemaMismatchError(
+                f"Change events for {table!r} carry column(s) {new} that {target} does not have "
+                "(a column added at the source).",
+                f"{target} columns: {', '.join(sorted(current))}. With evolve=False new columns "
+                "are refused, so nothing of this batch was applied.",
+                "apply with evolve=True to add the column (schema evolution), or drop it at "
+                "the source.",
+            )
+
+
+def apply(
+    lake: Lakehouse,
+    con: ibis.BaseBackend,
+    batch_id: int,
+    catalog: Catalog,
+    deletes: Literal["hard", "soft"] = "hard",
+    evolve: bool = True,
+    now_ms: int | None = None,
+    events: str = EVENTS,
+) -> pd.DataFrame:
+    """Apply one landed batch of change events to silver, exactly once, and return one row of
+    metrics per table (also appended to `ops.cdc_apply`). A batch id already applied is
+    skipped; malformed events go to `bronze.cdc_events_dead_letter`."""
+    last = lake.transaction_version(APPLIED, APP_ID)
+    if last is not None and batch_id <= last:
+        return pd.DataFrame([{"batch_id": batch_id, "table": None, "skipped": True}])
+    raw = lake.delta(events).to_pyarrow_table(filters=[("batch_id", "=", batch_id)])
+    known = {t: scan.arrow_schema(lake.delta(silver_name(t))) for t in catalog
+             if lake.exists(silver_name(t))}  # fmt: skip
+    parsed = parse(raw, catalog, known)
+    _check_schemas(lake, parsed, evolve)
+    transaction = (APP_ID, batch_id)
+    rows, dead = [], [parsed.dead]
+    for table, ev in parsed.events.items():
+        if ev.num_rows == 0:
+            if parsed.tombstones.get(table):
+                rows.append({"table": table, **_event_stats(None, now_ms)})
+            continue
+        m = apply_changes(lake, con, table, ev, catalog[table].key, deletes, evolve, transaction)
+        positions = m.pop("conflict_positions")
+        if positions:
+            conflict = raw.filter(pc.is_in(raw["position"], pa.array(positions, pa.int64())))
+            conflict = conflict.append_column(
+                "table", pa.array([table] * conflict.num_rows, pa.string())
+            )
+            reason = pa.array(["conflicting events: same key and LSN, different content"]
+                              * conflict.num_rows, pa.string())  # fmt: skip
+            dead.append(conflict.append_column("reason", reason).cast(DEAD_SCHEMA))
+        rows.append({"table": table, **m, **_event_stats(ev, now_ms)})
+    dead = pa.concat_tables(dead)
+    per_table = pc.value_counts(dead["table"].fill_null("?")).to_pylist() if dead.num_rows else []
+    for count in per_table:
+        row = next((r for r in rows if r["table"] == count["values"]), None)
+        if row is None:
+            row = {"table": count["values"], **_event_stats(None, now_ms)}
+            rows.append(row)
+        row["dead_letter"] = count["counts"]
+    for row in rows:
+        row["tombstone_messages"] = parsed.tombstones.get(row["table"], 0)
+    if dead.num_rows:
+        lake.write(DEAD_LETTER, dead, mode="append", transaction=transaction)
+    frame = _frame(batch_id, rows)
+    lake.write(APPLIED, pa.Table.from_pandas(frame, preserve_index=False), mode="append",
+               transaction=transaction)  # fmt: skip
+    return frame
+
+
+_COUNTS = ("events", "duplicates", "conflicts", "superseded", "stale", "applied", "inserted",
+           "updated", "deleted", "dead_letter", "tombstone_messages",
+           "op_c", "op_u", "op_d", "op_r")  # fmt: skip
+
+
+def _event_stats(events: pa.Table | None, now_ms: int | None) -> dict:
+    """Changes by op and replication lag: how far the batch's commits trail `now_ms`."""
+    stats = {f"op_{o}": 0 for o in "cudr"}
+    if events is None or events.num_rows == 0:
+        return stats | {"lag_ms_max": None, "lag_ms_mean": None, "applied_ms": now_ms}
+    for c in pc.value_counts(events["_op"]).to_pylist():
+        stats[f"op_{c['values']}"] = c["counts"]
+    commit = events["_commit_ts"].cast(pa.int64()).to_numpy() // 1000
+    now = int(commit.max()) if now_ms is None else int(now_ms)
+    lag = now - commit
+    return stats | {
+        "lag_ms_max": int(lag.max()),
+        "lag_ms_mean": float(lag.mean()),
+        "applied_ms": now,
+    }
+
+
+def _frame(batch_id: int, rows: list[dict]) -> pd.DataFrame:
+    frame = pd.DataFrame(
+        rows, columns=["table", *_COUNTS, "lag_ms_max", "lag_ms_mean", "applied_ms"]
+    )
+    frame[list(_COUNTS)] = frame[list(_COUNTS)].fillna(0).astype("int64")
+    frame["lag_ms_max"] = frame["lag_ms_max"].astype("Int64")
+    frame["lag_ms_mean"] = frame["lag_ms_mean"].astype("float64")
+    frame["applied_ms"] = frame["applied_ms"].astype("Int64")
+    frame.insert(0, "batch_id", batch_id)
+    return frame
+
+
+def pending(lake: Lakehouse, events: str = EVENTS) -> list[int]:
+    """Landed batch ids not applied yet, in order."""
+    if not lake.exists(events):
+        return []
+    ids = pc.unique(lake.delta(events).to_pyarrow_table(columns=["batch_id"])["batch_id"])
+    last = lake.transaction_version(APPLIED, APP_ID)
+    return sorted(i for i in ids.to_pylist() if last is None or i > last)
+
+
+def apply_pending(
+    lake: Lakehouse, con: ibis.BaseBackend, catalog: Catalog, **options
+) -> pd.DataFrame:
+    """Apply every landed batch not applied yet, in batch order; their metrics together."""
+    frames = [apply(lake, con, b, catalog, **options) for b in pending(lake)]
+    return pd.concat(frames, ignore_index=True) if frames else _frame(-1, []).iloc[0:0]
+
+
+# -- reconciliation -------------------------------------------------------------------------
+
+
+@dataclass
+class Reconciliation:
+    """The source table against silver: row counts and every differing key."""
+
+    table: str
+    source_rows: int
+    lake_rows: int
+    differences: pd.DataFrame
+
+    @property
+    def ok(self) -> bool:
+        """True when the lake holds exactly the source's rows."""
+        return self.source_rows == self.lake_rows and self.differences.empty
+
+    def summary(self) -> dict[str, int]:
+        """How many keys differ, by kind."""
+        return self.differences["difference"].value_counts().to_dict()
+
+    def __repr__(self) -> str:
+        state = "in sync" if self.ok else f"{len(self.differences)} differences {self.summary()}"
+        return (f"Reconciliation({self.table}: source {self.source_rows} rows, "
+                f"lake {self.lake_rows} rows, {state})")  # fmt: skip
+
+
+def reconcile(
+    source: Source, lake: Lakehouse, table: str, con: ibis.BaseBackend | None = None,
+    target: str | None = None,
+) -> Reconciliation:  # fmt: skip
+    """Compare the source table with its silver copy on `con`: counts, key sets, row hashes."""
+    con = con or lake.con
+    target = target or silver_name(table)
+    rows = source.read(table)
+    src, _ = _on(con, f"{table}_source", rows)
+    copy = live(lake.table(target, con)) if lake.exists(target) else src.limit(0)
+    found = differences(src, copy, list(KEYS[table]))
+    diff = found.to_pandas().sort_values(list(KEYS[table])).reset_index(drop=True)
+    lake_rows = int(copy.count().to_pyarrow().as_py())
+    return Reconciliation(table, rows.num_rows, lake_rows, diff)
