@@ -30,7 +30,8 @@ def sample(n=6) -> pa.Table:
             "region": ["north", "south", None, "north", "east", "south"][:n],
             "day": [dt.date(2024, 1, 1 + i % 3) for i in range(n)],
             "ts": pa.array(
-                [dt.datetime(2024, 1, 1, i, tzinfo=UTC) for i in range(n)], pa.timestamp("us", tz="UTC")
+                [dt.datetime(2024, 1, 1, i, tzinfo=UTC) for i in range(n)],
+                pa.timestamp("us", tz="UTC"),
             ),
             "amount": [float(i) * 1.5 for i in range(n)],
         }
@@ -220,7 +221,9 @@ def test_merge_upserts_and_deletes(lake, con):
 def test_merge_with_expression_delete_flag_and_update_if(lake, con):
     lake.write("silver.t", pa.table({"k": [1, 2], "v": ["a", "b"], "lsn": [5, 5]}))
     src = con.create_table(
-        "src2", pa.table({"k": [1, 2, 3], "v": ["old", "new", "x"], "lsn": [4, 6, 1]}), overwrite=True
+        "src2",
+        pa.table({"k": [1, 2, 3], "v": ["old", "new", "x"], "lsn": [4, 6, 1]}),
+        overwrite=True,
     )
     metrics = lake.merge("silver.t", src, on="k", update_if="s.lsn > t.lsn",
                          delete_when=src.v == "x")  # fmt: skip

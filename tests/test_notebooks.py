@@ -51,7 +51,7 @@ def test_notebook_runs_on_every_engine(notebook, backend, tmp_path):
     for data in charts:
         assert not network_addresses(data), network_addresses(data)
     page = Path(record.outputs["html"]).read_text(encoding="utf-8")
-    assert page.count("data-mime-type=\"image/svg+xml\"") >= len(charts)  # a static picture
+    assert page.count('data-mime-type="image/svg+xml"') >= len(charts)  # a static picture
 
 
 def test_chart_address_check_can_fail():

@@ -28,7 +28,9 @@ def test_committed_clean(path):
     assert nb.metadata.get("kernelspec", {}).get("name") == "python3"
     for cell in nb.cells:
         if cell.cell_type == "code":
-            assert cell.outputs == [] and cell.execution_count is None, "strip outputs before committing"
+            assert cell.outputs == [] and cell.execution_count is None, (
+                "strip outputs before committing"
+            )
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
