@@ -28,7 +28,7 @@ def test_every_capability_flag_has_a_docstring():
     body = ast.parse(source).body[0].body
     documented = {
         node.target.id
-        for node, after in zip(body, body[1:])
+        for node, after in zip(body, body[1:], strict=False)
         if isinstance(node, ast.AnnAssign) and isinstance(after, ast.Expr)
     }
     fields = {f.name for f in dataclasses.fields(backends.Backend)}

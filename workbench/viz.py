@@ -8,8 +8,6 @@ HTML exports, which open untrusted and run no scripts). Nothing refers to a netw
 
 from __future__ import annotations
 
-import warnings
-
 import altair as alt
 import ibis
 import pandas as pd
@@ -89,10 +87,17 @@ def enable() -> None:
 
 
 def _mime(chart_dict: dict) -> dict:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        chart = alt.Chart.from_dict(chart_dict, validate=False)
-    return mimebundle(chart)
+    # The renderer gets the finished spec of any chart, layered, concatenated or faceted too:
+    # draw it as it is (rebuilding a unit `alt.Chart` from it fails for compound charts).
+    data = {k: v for k, v in chart_dict.items() if k != "$schema"}
+    kinds = {"layer": "LayerChart", "hconcat": "HConcatChart", "vconcat": "VConcatChart",
+             "concat": "ConcatChart", "facet": "FacetChart", "repeat": "RepeatChart"}  # fmt: skip
+    kind = next((name for key, name in kinds.items() if key in data), "Chart")
+    return {
+        VEGALITE_MIME: data,
+        "image/svg+xml": vlc.vegalite_to_svg(data, vl_version=_vl_version(), allowed_base_urls=[]),
+        "text/plain": f"<{kind}: an altair chart, drawn offline>",
+    }
 
 
 def frame(data, max_rows: int = MAX_ROWS) -> pd.DataFrame:
