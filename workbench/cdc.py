@@ -180,7 +180,7 @@ def apply_changes(
     }  # fmt: skip
     if n["todo"] == 0:
         return metrics
-    data = [c for c in todo.columns if c not in META]
+    data = [c for c in todo.columns if c not in (*META, "_copies")]
     is_delete = todo._op == "d"
     rows = todo.select(*data, "_lsn", "_tx_id", "_commit_ts", _flag=is_delete)
     schema_mode = "merge" if evolve else None
