@@ -231,3 +231,13 @@ def test_generate_writes_bronze_and_records_scale_and_seed(lake):
     assert again == {"orders": datasets.rows("orders", SCALE)}
     with pytest.raises(WorkbenchError, match="'nope' is not a dataset table"):
         datasets.generate(lake, tables=["orders", "nope"], progress=False)
+
+
+def test_start_regenerates_a_lake_made_from_another_scale(tmp_path):
+    """A learner who changes `scale` in a chapter's parameters gets the data they asked for."""
+    from workbench.chapter import start
+
+    _, lake = start("duckdb", tmp_path / "lake", scale=0.001, seed=1, tables=["products"])
+    _, lake = start("duckdb", tmp_path / "lake", scale=0.002, seed=1, tables=["products"])
+    history = lake.delta("bronze.products").history()
+    assert history[0]["workbench.scale"] == "0.002" and len(history) == 2

@@ -18,9 +18,10 @@ def start(
     tables: list[str] | None = None,
 ) -> tuple[ibis.BaseBackend, Lakehouse]:
     """Connect to `backend`, open the lake at `lake_dir`, and generate the bronze tables
-    the chapter needs at `(scale, seed)` when they are missing, so chapters stand alone."""
+    the chapter needs at `(scale, seed)` when they are missing (or were made from another
+    scale or seed: a learner who changes the parameters gets the data they asked for)."""
     viz.enable()
     con = backends.connect(backend)
     lake = Lakehouse(lake_dir, con=con)
-    datasets.generate(lake, scale=scale, seed=seed, tables=tables)
+    datasets.generate(lake, scale=scale, seed=seed, tables=tables, regenerate_mismatched=True)
     return con, lake

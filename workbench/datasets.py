@@ -145,15 +145,20 @@ def generate(
     tables: Iterable[str] | str | None = None,
     progress: bool = True,
     overwrite: bool = False,
+    regenerate_mismatched: bool = False,
 ) -> dict[str, int]:
     """Write each table to `bronze.<name>` in `lake` (skipping existing ones unless `overwrite`).
 
     Returns the rows written per table (0 for a skipped one). Each commit records the scale and
-    seed in its metadata (`workbench.scale`, `workbench.seed`), checked when a table is kept.
+    seed in its metadata (`workbench.scale`, `workbench.seed`), checked when a table is kept:
+    a table from another `(scale, seed)` is an error, or is rewritten when `regenerate_mismatched`.
     """
     names = list(TABLES if tables is None else [tables] if isinstance(tables, str) else tables)
     _check(scale, seed, names)
-    todo = [n for n in names if overwrite or not _kept(lake, n, scale, seed)]
+    todo = [
+        n for n in names
+        if overwrite or not _kept(lake, n, scale, seed, regenerate_mismatched)
+    ]  # fmt: skip
     written = dict.fromkeys(names, 0)
     total = sum(rows(n, scale) for n in todo)
     with tqdm(total=total, unit="rows", unit_scale=True, disable=not (progress and todo)) as bar:
@@ -176,7 +181,7 @@ def generate(
     return written
 
 
-def _kept(lake: Lakehouse, name: str, scale: float, seed: int) -> bool:
+def _kept(lake: Lakehouse, name: str, scale: float, seed: int, regenerate: bool = False) -> bool:
     """True when `bronze.<name>` exists from the same `(scale, seed)`; an existing table made
     from others is an error, not a silent mix of two datasets."""
     if not lake.exists(f"bronze.{name}"):
@@ -185,6 +190,8 @@ def _kept(lake: Lakehouse, name: str, scale: float, seed: int) -> bool:
         if "workbench.seed" in commit:
             found = float(commit["workbench.scale"]), int(commit["workbench.seed"])
             if found != (scale, seed):
+                if regenerate:
+                    return False
                 raise ParameterError(
                     f"bronze.{name} in {lake.root} was generated with scale={found[0]:g}, "
                     f"seed={found[1]}, not scale={scale:g}, seed={seed}.",
