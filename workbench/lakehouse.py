@@ -386,7 +386,7 @@ def _to_reader(data: Data) -> tuple[str, pa.RecordBatchReader]:
     """Arrow batches of `data`, computed by the engine that built it, and that engine's name."""
     if isinstance(data, ibis.Table):
         con = data._find_backend(use_default=True)
-        return con.name, con.to_pyarrow_batches(data)
+        return con.name, _as_declared(con.to_pyarrow_batches(data))
     if isinstance(data, pa.Table):
         return "arrow", data.to_reader()
     if isinstance(data, pa.RecordBatchReader):
@@ -396,6 +396,21 @@ def _to_reader(data: Data) -> tuple[str, pa.RecordBatchReader]:
         "Allowed: an ibis.Table, a pyarrow.Table or a pyarrow.RecordBatchReader.",
         "wrap a pandas or polars DataFrame with con.create_table(...) or ibis.memtable(df).",
     )
+
+
+def _as_declared(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
+    """Batches cast to the schema the reader declares.
+
+    Ibis 12's DuckDB reader declares int64 for an integer literal column (`ibis.literal(2,
+    "int64")`) but yields int32 batches; passed on as they are, Delta reads them as int64 garbage.
+    """
+    schema = reader.schema
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for batch in reader:
+            yield batch if batch.schema == schema else batch.cast(schema)
+
+    return pa.RecordBatchReader.from_batches(schema, batches())
 
 
 def _delta_type(t: pa.DataType) -> pa.DataType:
