@@ -160,7 +160,8 @@ def apply_changes(
     ev, arrow = _on(con, f"{table}_events", events)
     distinct, n_distinct = _on(con, f"{table}_distinct", deduplicate(ev))
     winners, n_winners = _on(con, f"{table}_winners", latest(distinct, key))
-    bad = con.to_pyarrow(conflicting(winners, key))
+    keys = n_winners.group_by(key).aggregate([]).num_rows  # cheap: skip the query when unique
+    bad = con.to_pyarrow(conflicting(winners, key)) if keys < n_winners.num_rows else n_winners[:0]
     if bad.num_rows:
         winners = winners.anti_join(_on(con, f"{table}_bad", bad)[0], key)
     tables = [lake.table(n, con) for n in (target, tombstone_name(table)) if lake.exists(n)]
