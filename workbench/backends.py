@@ -54,13 +54,20 @@ BACKENDS: dict[str, Backend] = {
         "polars",
         "polars",
         "Polars: lazy DataFrames, collected with the streaming engine",
-        notes=("window functions and hexdigest are the workbench's own translation",),
+        notes=(
+            "window functions and hexdigest are the workbench's own translation",
+            "refused (UnsupportedOperationError): RANGE frames with numeric offsets",
+        ),
     ),
     "datafusion": Backend(
         "datafusion",
         "datafusion",
         "Apache DataFusion: an Arrow-native SQL engine",
-        notes=("hexdigest is the workbench's own translation",),
+        notes=(
+            "hexdigest is the workbench's own translation",
+            "sliding window frames: NaN / infinity sticks in sums, AVG / MIN of a frame left "
+            "with only nulls are NaN / stale (tests/test_windows.py); LAG default is literal only",
+        ),
     ),
     "sqlite": Backend(
         "sqlite",
