@@ -99,7 +99,8 @@ def profile_charts(
 ) -> alt.VConcatChart:
     """Charts of a profile: null share and distinct count per column, and the top values of
     each low-cardinality column."""
-    frame = profile_frame.assign(distinct=profile_frame["distinct"].astype(float))
+    # Only plain columns go into the chart's inline data (min and max mix types).
+    frame = profile_frame[["column", "nulls", "null_share", "distinct"]].astype({"distinct": float})
     nulls = (
         alt.Chart(frame)
         .mark_bar()

@@ -74,6 +74,8 @@ class Report:
     results: pd.DataFrame
     table_version: int | None = None
     written: int = 0
+    staged_version: int | None = None
+    """The version of `<table>_staging` this run audited (write-audit-publish)."""
 
     @property
     def passed(self) -> bool:
@@ -158,11 +160,13 @@ def run(
     """
     lake.path(target)  # refuse a bad name before any work
     suite.conform(data)
+    staged = None
     if stage:
         staging = f"{target}_staging"
-        lake.write(staging, data, mode="overwrite", schema_mode="overwrite")
-        data = lake.table(staging, data._find_backend(use_default=True))
+        staged = lake.write(staging, data, mode="overwrite", schema_mode="overwrite")
+        data = lake.table(staging, data._find_backend(use_default=True), version=staged)
     report = audit(data, suite, now=now, run_id=run_id, run_time=run_time, table=target)
+    report.staged_version = staged
     if not report.passed:
         report.table_version = lake.version(target) if lake.exists(target) else None
         record(lake, report)
