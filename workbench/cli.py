@@ -55,6 +55,8 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME=V1,V2",
         help="run every combination of these values (repeatable)",
     )
+    run.add_argument("--matrix", metavar="FILE", help="a YAML file with parameters: and matrix:")
+    run.add_argument("-j", "--jobs", type=int, help="runs at once (default: the core count)")
     run.add_argument("--out", default="build/runs", help="output folder (default build/runs)")
     run.add_argument("--index", help="also write an index.html of the runs here")
     run.set_defaults(func=_run)
@@ -98,29 +100,40 @@ def grid(specs: list[str]) -> list[dict[str, str]]:
     return [dict(combo) for combo in itertools.product(*axes)] if axes else [{}]
 
 
+def matrix(path: str) -> tuple[dict, list[dict]]:
+    """Fixed parameters and combinations from a YAML file with `parameters:` and `matrix:`."""
+    import yaml
+
+    spec = yaml.safe_load(Path(path).read_text()) or {}
+    unknown = set(spec) - {"parameters", "matrix"}
+    axes = spec.get("matrix") or {}
+    if unknown or not isinstance(axes, dict) or not all(isinstance(v, list) for v in axes.values()):
+        raise WorkbenchError(
+            f"Bad matrix file {path}: {sorted(unknown) or 'matrix must map names to lists'}.",
+            "Allowed keys: parameters (name: value) and matrix (name: [values]).",
+            "for example: matrix: {backend: [duckdb, polars], seed: [1, 2]}",
+        )
+    combos = [dict(c) for c in itertools.product(*[[(k, v) for v in vs] for k, vs in axes.items()])]
+    return dict(spec.get("parameters") or {}), combos or [{}]
+
+
 def _run(args) -> int:
     from workbench import runs
 
     base = dict(args.parameter)
     if args.backend:
         base["backend"] = args.backend
-    records = []
-    for notebook in args.notebooks:
-        for combo in grid(args.grid):
-            params = {**base, **combo}
-            runs.check(notebook, params)  # refuse typos before anything runs
-            print(f"running {notebook} {runs.slug(params)}", flush=True)
-            record = runs.run(notebook, params, out=args.out)
-            print(f"  {record.status} in {record.seconds:.1f} s -> {record.folder}")
-            if record.error:
-                print(f"  failed cell [{record.failed_cell}]: {record.error}", file=sys.stderr)
-            records.append(record)
+    combos = grid(args.grid)
+    if args.matrix:
+        fixed, from_file = matrix(args.matrix)
+        base = {**fixed, **base}
+        combos = [{**a, **b} for a in from_file for b in combos]
+    records = runs.sweep(args.notebooks, [{**base, **c} for c in combos], out=args.out,
+                         workers=args.jobs)  # fmt: skip
     if args.index or len(records) > 1:
         page = runs.index(records, Path(args.index or Path(args.out) / "index.html"))
-        print(f"index: {page}")
-    failed = [r for r in records if r.status != "ok"]
-    print(f"{len(records) - len(failed)} passed, {len(failed)} failed")
-    return 1 if failed else 0
+        print(f"gallery: {page}")
+    return 1 if any(r.status != "ok" for r in records) else 0
 
 
 def _lab(args) -> int:

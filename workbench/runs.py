@@ -7,10 +7,14 @@ papermill only warns about a parameter the notebook does not declare; a typo suc
 from __future__ import annotations
 
 import ast
+import base64
 import html
 import json
+import os
 import re
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -99,6 +103,7 @@ def run(
     out: str | Path = "build/runs",
     folder: str | Path | None = None,
     progress: bool = True,
+    on_cell=None,
 ) -> Run:
     """Execute `notebook` with papermill into its own folder (own lake unless `lake_dir`
     is given), write the executed notebook and its HTML, and return the run's record."""
@@ -119,7 +124,7 @@ def run(
     executed = target / notebook.name
     start = time.perf_counter()
     try:
-        _execute(notebook, executed, parameters, progress)
+        _execute(notebook, executed, parameters, progress, on_cell)
         record.status = "ok"
     except Exception as exc:
         record.status = "failed"
@@ -132,9 +137,12 @@ def run(
     return record
 
 
-def _execute(notebook: Path, executed: Path, parameters: dict, progress: bool) -> None:
+def _execute(notebook: Path, executed: Path, parameters: dict, progress: bool, on_cell) -> None:
     import papermill
 
+    extra = {}
+    if on_cell is not None:  # nbclient's hook: called with each cell before it runs
+        extra["on_cell_start"] = lambda cell, cell_index, **_: on_cell(cell_index)
     papermill.execute_notebook(
         str(notebook),
         str(executed),
@@ -142,6 +150,7 @@ def _execute(notebook: Path, executed: Path, parameters: dict, progress: bool) -
         cwd=str(notebook.parent),
         progress_bar=progress,
         kernel_name="python3",
+        **extra,
     )
 
 
@@ -176,27 +185,105 @@ def to_html(executed: Path) -> Path:
     return target
 
 
-def index(records: list[Run], path: str | Path, title: str = "Executed notebooks") -> Path:
-    """An HTML page listing every run with its parameters, status, time and links."""
+def sweep(
+    notebooks: list[str | Path],
+    combos: list[dict],
+    out: str | Path = "build/runs",
+    workers: int | None = None,
+    report=print,
+) -> list[Run]:
+    """Run every notebook with every parameter combination, in parallel up to the core count,
+    each in its own folder and lake, reporting which notebook and which cell each run is at."""
+    jobs = [(Path(nb), dict(params)) for nb in notebooks for params in combos]
+    for notebook, params in jobs:  # refuse typos before anything runs
+        check(notebook, params)
+    workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
+    lock = threading.Lock()
+    done: list[Run] = []
+
+    def one(job) -> Run:
+        notebook, params = job
+        label = f"{notebook.stem} {slug(params)}"
+        total = len(_read(notebook).cells) + 1  # papermill adds the injected-parameters cell
+        last = [-1]
+
+        def on_cell(index: int) -> None:
+            if index // 5 != last[0] // 5:  # every fifth cell: progress without a flood
+                last[0] = index
+                with lock:
+                    report(f"  {label}: cell {index + 1}/{total}")
+
+        with lock:
+            report(f"started {label}")
+        record = run(notebook, params, out=out, progress=False, on_cell=on_cell)
+        with lock:
+            done.append(record)
+            where = f" in cell [{record.failed_cell}]: {record.error}" if record.error else ""
+            report(
+                f"{record.status} {label} ({record.seconds:.1f} s){where} [{len(done)}/{len(jobs)}]"
+            )
+        return record
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        records = list(pool.map(one, jobs))
+    failed = sum(r.status != "ok" for r in records)
+    report(f"{len(records) - failed} passed, {failed} failed")
+    return records
+
+
+def _read(notebook: Path):
+    import nbformat
+
+    return nbformat.read(notebook, as_version=4)
+
+
+def thumbnail(executed: str | Path) -> str | None:
+    """The first chart of an executed notebook as an SVG data URI, for the gallery."""
+    if not executed or not Path(executed).exists():
+        return None
+    for cell in _read(Path(executed)).cells:
+        for output in cell.get("outputs", []):
+            svg = output.get("data", {}).get("image/svg+xml")
+            if svg:
+                text = svg if isinstance(svg, str) else "".join(svg)
+                return "data:image/svg+xml;base64," + base64.b64encode(text.encode()).decode()
+    return None
+
+
+def index(records: list[Run], path: str | Path, title: str = "Notebook runs") -> Path:
+    """A gallery page: each run's parameters, status, duration, first chart, and for a failed
+    run the failing cell and its error, linking the executed notebook's HTML."""
     path = Path(path)
-    rows = []
+    cards = []
     for r in records:
         link = r.outputs.get("html")
-        href = html.escape(str(Path(link).relative_to(path.parent.resolve()))) if link else ""
-        name = Path(r.notebook).stem
-        cell = f"<a href='{href}'>{html.escape(name)}</a>" if link else html.escape(name)
-        params = ", ".join(f"{k}={v}" for k, v in r.parameters.items() if k != "lake_dir")
-        error = html.escape(f"cell [{r.failed_cell}]: {r.error}") if r.error else ""
-        rows.append(
-            f"<tr class='{r.status}'><td>{cell}</td><td>{html.escape(params)}</td>"
-            f"<td>{r.status}</td><td>{r.seconds:.1f} s</td><td>{error}</td></tr>"
+        href = html.escape(os.path.relpath(link, path.parent.resolve())) if link else ""
+        name = html.escape(Path(r.notebook).stem)
+        params = "".join(
+            f"<li>{html.escape(str(k))} = {html.escape(str(v))}</li>"
+            for k, v in r.parameters.items() if k != "lake_dir"
+        )  # fmt: skip
+        thumb = thumbnail(r.outputs.get("ipynb"))
+        picture = f"<img src='{thumb}' alt='first chart of {name}'>" if thumb else "<p>no chart</p>"
+        error = (
+            f"<pre class='error'>cell [{r.failed_cell}]: {html.escape(r.error)}</pre>"
+            if r.error
+            else ""
+        )
+        title_html = f"<a href='{href}'>{name}</a>" if link else name
+        cards.append(
+            f"<div class='card {r.status}'><h2>{title_html}</h2><p class='status'>{r.status}"
+            f" &middot; {r.seconds:.1f} s</p><ul>{params}</ul>{picture}{error}</div>"
         )
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;color:#3d405b}}
-table{{border-collapse:collapse}}td,th{{padding:.4em .8em;border-bottom:1px solid #ddd;text-align:left}}
-tr.failed td{{background:#fde8e4}}</style></head><body><h1>{title}</h1>
-<table><tr><th>notebook</th><th>parameters</th><th>status</th><th>time</th><th>error</th></tr>
-{"".join(rows)}</table></body></html>"""
+.grid{{display:flex;flex-wrap:wrap;gap:1em}}
+.card{{border:1px solid #ddd;border-radius:6px;padding:1em;width:340px}}
+.card.failed{{border-color:#e07a5f;background:#fdf1ee}} .card img{{width:100%}}
+.status{{color:#666}} pre.error{{white-space:pre-wrap;color:#9b2c1c;font-size:12px}}
+ul{{padding-left:1.2em;margin:.3em 0}}</style></head><body><h1>{title}</h1>
+<p>{sum(r.status == "ok" for r in records)} of {len(records)} runs passed.</p>
+<div class="grid">{"".join(cards)}</div></body></html>"""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page, encoding="utf-8")
     return path
