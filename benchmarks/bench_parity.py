@@ -2,7 +2,7 @@
 
 Prints one row per case, measured in one run: the workbench's time (an Ibis expression on
 `wb.connect("polars")`), the hand-written Polars time, their ratio (target <= 1.3), and stock
-Ibis (`ibis.polars.connect()`, in-memory engine) for contrast. Best of `--repeat` runs.
+Ibis (`ibis.polars.connect()`, in-memory engine) for contrast. Best of `--repeat` runs, taken in turns.
 
     .venv/bin/python benchmarks/bench_parity.py [--rows 1000000] [--events 10000000]
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from functools import partial
 
 import ibis
 import numpy as np
@@ -19,14 +20,16 @@ import polars as pl
 from workbench import backends
 
 
-def best(run, repeat: int) -> float:
-    """The fastest of `repeat` runs, in seconds (the first run also warms caches)."""
-    times = []
+def best(runs: list, repeat: int) -> list[float]:
+    """The fastest of `repeat` runs of each callable, in seconds, taking turns so that a busy
+    machine slows them alike."""
+    times = [[] for _ in runs]
     for _ in range(repeat):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return min(times)
+        for run, spent in zip(runs, times, strict=True):
+            start = time.perf_counter()
+            run()
+            spent.append(time.perf_counter() - start)
+    return [min(spent) for spent in times]
 
 
 def versions(rows: int, seed: int) -> pl.DataFrame:
@@ -93,12 +96,13 @@ def main() -> None:
     }
     print(f"{'case':40} {'workbench':>10} {'by hand':>10} {'ratio':>6} {'stock ibis':>11}")
     for name, (ibis_expr, by_hand) in cases.items():
-        ours = best(lambda e=ibis_expr: workbench.to_polars(e(workbench)), args.repeat)
-        hand = best(by_hand, args.repeat)
+        runs = [partial(workbench.to_polars, ibis_expr(workbench)), by_hand]
         stock = "no rule"  # stock Ibis has no window rules on polars
         if "lead" not in name:
             con = ibis.polars.connect()
-            stock = f"{best(lambda e=ibis_expr: con.to_polars(e(con)), args.repeat):.3f} s"  # noqa: B023
+            runs.append(partial(con.to_polars, ibis_expr(con)))
+        ours, hand, *rest = best(runs, args.repeat)
+        stock = f"{rest[0]:.3f} s" if rest else stock
         ratio = ours / hand
         flag = "" if ratio <= 1.3 else "  above the 1.3 target"
         print(f"{name:40} {ours:8.3f} s {hand:8.3f} s {ratio:6.2f} {stock:>11}{flag}")
