@@ -10,7 +10,6 @@ and counted; every batch commits with `Transaction(app_id, batch_id)`. The sourc
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
 from typing import Literal
 
 import ibis
@@ -19,18 +18,30 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from workbench import scan
-from workbench.cdc_capture import EVENTS, Capture, changes, disorder, land, snapshot, snapshot_diff
+from workbench.cdc_capture import (
+    EVENTS,
+    Capture,
+    changes,
+    disorder,
+    land,
+    silver_name,
+    snapshot,
+    snapshot_diff,
+    tombstone_name,
+)
+from workbench.cdc_feed import silver_changes, update_dimension
 from workbench.cdc_parse import DEAD_SCHEMA, META, Parsed, parse
+from workbench.cdc_reconcile import BOOKKEEPING, Reconciliation, differences, live, reconcile
 from workbench.cdc_source import KEYS, Catalog, Source, TableSpec
 from workbench.cdc_workload import Workload
 from workbench.errors import SchemaMismatchError, WorkbenchError
 from workbench.lakehouse import Lakehouse
 
 __all__ = [
-    "EVENTS", "DEAD_LETTER", "APPLIED", "KEYS", "Capture", "Catalog", "Parsed", "Reconciliation",
+    "EVENTS", "DEAD_LETTER", "APPLIED", "BOOKKEEPING", "KEYS", "Capture", "Catalog", "Parsed", "Reconciliation",
     "Source", "TableSpec", "Workload", "apply", "apply_changes", "apply_pending", "changes",
     "deduplicate", "differences", "disorder", "land", "latest", "live", "parse", "pending",
-    "reconcile", "snapshot", "snapshot_diff", "unapplied",
+    "reconcile", "settle", "silver_changes", "silver_name", "snapshot", "snapshot_diff", "tombstone_name", "unapplied", "update_dimension",
 ]  # fmt: skip
 
 DEAD_LETTER = "bronze.cdc_events_dead_letter"
@@ -38,19 +49,7 @@ DEAD_LETTER = "bronze.cdc_events_dead_letter"
 APPLIED = "ops.cdc_apply"
 """One row per applied batch and table: what came in, what was dropped and why, lag."""
 APP_ID = "cdc-apply"
-BOOKKEEPING = ("_lsn", "_tx_id", "_commit_ts", "_deleted")
-"""Columns silver keeps beside the source's: the change that wrote the row."""
 _counter = itertools.count()
-
-
-def silver_name(table: str) -> str:
-    """The silver table a source table replicates into."""
-    return f"silver.{table}"
-
-
-def tombstone_name(table: str) -> str:
-    """Where hard deletes leave their tombstones (key, LSN)."""
-    return f"silver.{table}_tombstones"
 
 
 # -- pipelines: pure ibis.Table -> ibis.Table -------------------------------------------------
@@ -69,9 +68,24 @@ def latest(changes: ibis.Table, key: list[str]) -> ibis.Table:
     return joined.select(*[changes[c] for c in changes.columns])
 
 
+def settle(winners: ibis.Table) -> ibis.Table:
+    """Winners tied on key and LSN that leave the same row become one: a snapshot read at LSN
+    S and the change at S it already shows. The real change's time and transaction are kept."""
+    data = [c for c in winners.columns if c not in (*META, "_copies")]
+    w = winners.mutate(_is_delete=winners._op == "d")
+    rows = w.group_by([*data, "_lsn", "_is_delete"]).agg(
+        _op=w._op.min(),  # c before r before u: a tie keeps the change over the read
+        _tx_id=w._tx_id.max(),  # a read has none
+        _commit_ts=w._commit_ts.min(),  # a read is stamped later than the change it shows
+        _position=w._position.min(),
+        _copies=w._copies.sum(),
+    )
+    return rows.select(*winners.columns)
+
+
 def conflicting(winners: ibis.Table, key: list[str]) -> ibis.Table:
-    """Winners that share their key with another: distinct changes with the same key and LSN,
-    which a log cannot have made, so neither can be trusted."""
+    """Winners that share their key with another: changes with the same key and LSN that
+    leave different rows, which a log cannot have made, so neither can be trusted."""
     groups = winners.group_by(key).agg(_n=winners.count())
     return winners.semi_join(groups.filter(groups._n > 1), key)
 
@@ -91,50 +105,17 @@ def unapplied(winners: ibis.Table, holding: ibis.Table, key: list[str]) -> ibis.
     return joined.filter(keep).select(*winners.columns)
 
 
-def live(silver: ibis.Table) -> ibis.Table:
-    """Silver as the source would show it: soft-deleted rows out, bookkeeping columns dropped."""
-    if "_deleted" in silver.columns:
-        silver = silver.filter(~silver._deleted)
-    return silver.drop(*[c for c in BOOKKEEPING if c in silver.columns])
-
-
-def row_hash(table: ibis.Table, columns: list[str]) -> ibis.Value:
-    """md5 of the row's values as text: equal rows give equal hashes on the same engine."""
-    parts = [table[c].cast("string").fill_null("\u2400") for c in columns]  # ␀ marks a null
-    joined = parts[0] if len(parts) == 1 else ibis.literal("\u241f").join(parts)
-    return joined.hexdigest("md5")
-
-
-def differences(source: ibis.Table, lake: ibis.Table, key: list[str]) -> ibis.Table:
-    """Keys missing from the lake, extra in it, or whose values differ (by per-row hash)."""
-    columns = list(source.columns)
-    missing = {c: ibis.null(source[c].type()) for c in columns if c not in lake.columns}
-    lake = lake.mutate(**missing) if missing else lake
-    s = source.select(*[source[k].name(f"_s_{k}") for k in key], _s=row_hash(source, columns))
-    t = lake.select(*[lake[k].name(f"_t_{k}") for k in key], _t=row_hash(lake, columns))
-    joined = s.outer_join(t, [s[f"_s_{k}"] == t[f"_t_{k}"] for k in key])
-    kind = ibis.cases(
-        (joined[f"_t_{key[0]}"].isnull(), "missing in lake"),
-        (joined[f"_s_{key[0]}"].isnull(), "extra in lake"),
-        (joined._s != joined._t, "values differ"),
-        else_=None,
-    )
-    keys = {k: joined[f"_s_{k}"].coalesce(joined[f"_t_{k}"]) for k in key}
-    found = joined.select(**keys, difference=kind, source_hash=joined._s, lake_hash=joined._t)
-    return found.filter(found["difference"].notnull())
-
-
 # -- edges: apply into the lake -------------------------------------------------------------
 
 
 def _on(
     con: ibis.BaseBackend, name: str, data: pa.Table | ibis.Table
 ) -> tuple[ibis.Table, pa.Table]:
-    """`data` materialized as a table of `con` (an expression is computed by its own engine),
-    and as Arrow: each step runs once, and counting its rows costs nothing."""
+    """`data` computed on `con` and kept as Arrow (a memtable, registered with `con` when used):
+    each step runs once, and counting its rows costs nothing."""
     if isinstance(data, ibis.Table):
-        data = data.to_pyarrow()
-    return con.create_table(f"_cdc_{name}_{next(_counter)}", data, overwrite=True), data
+        data = con.to_pyarrow(data)
+    return ibis.memtable(data), data
 
 
 def apply_changes(
@@ -159,12 +140,13 @@ def apply_changes(
         events = events.append_column("_position", pa.nulls(events.num_rows, pa.int64()))
     ev, arrow = _on(con, f"{table}_events", events)
     distinct, n_distinct = _on(con, f"{table}_distinct", deduplicate(ev))
-    winners, n_winners = _on(con, f"{table}_winners", latest(distinct, key))
+    winners, n_winners = _on(con, f"{table}_winners", settle(latest(distinct, key)))
     keys = n_winners.group_by(key).aggregate([]).num_rows  # cheap: skip the query when unique
     bad = con.to_pyarrow(conflicting(winners, key)) if keys < n_winners.num_rows else n_winners[:0]
     if bad.num_rows:
         winners = winners.anti_join(_on(con, f"{table}_bad", bad)[0], key)
-    tables = [lake.table(n, con) for n in (target, tombstone_name(table)) if lake.exists(n)]
+    tombstones = f"{target}_tombstones"  # silver.customers -> silver.customers_tombstones
+    tables = [lake.table(n, con) for n in (target, tombstones) if lake.exists(n)]
     todo = unapplied(winners, held(tables, key), key) if tables else winners
     todo, n_todo = _on(con, f"{table}_todo", todo)
     n = {"events": arrow.num_rows, "distinct": n_distinct.num_rows,
@@ -182,6 +164,8 @@ def apply_changes(
     if n["todo"] == 0:
         return metrics
     data = [c for c in todo.columns if c not in (*META, "_copies")]
+    # A table of `con`, so the merge runs on (and the commit names) the engine under test.
+    todo = con.create_table(f"_cdc_{table}_merge_{next(_counter)}", n_todo, overwrite=True)
     is_delete = todo._op == "d"
     rows = todo.select(*data, "_lsn", "_tx_id", "_commit_ts", _flag=is_delete)
     schema_mode = "merge" if evolve else None
@@ -194,7 +178,7 @@ def apply_changes(
                             schema_mode=schema_mode, transaction=transaction)  # fmt: skip
         if pc.any(pc.equal(n_todo["_op"], "d")).as_py():
             gone = todo.filter(is_delete).select(*key, "_lsn", "_commit_ts")
-            lake.merge(tombstone_name(table), gone, on=key, update_if="s._lsn > t._lsn",
+            lake.merge(tombstones, gone, on=key, update_if="s._lsn > t._lsn",
                        transaction=transaction)  # fmt: skip
     metrics.update({k: result[k] for k in ("inserted", "updated", "deleted")})
     return metrics
@@ -344,46 +328,3 @@ def apply_pending(
     """Apply every landed batch not applied yet, in batch order; their metrics together."""
     frames = [apply(lake, con, b, catalog, **options) for b in pending(lake)]
     return pd.concat(frames, ignore_index=True) if frames else _frame(-1, []).iloc[0:0]
-
-
-# -- reconciliation -------------------------------------------------------------------------
-
-
-@dataclass
-class Reconciliation:
-    """The source table against silver: row counts and every differing key."""
-
-    table: str
-    source_rows: int
-    lake_rows: int
-    differences: pd.DataFrame
-
-    @property
-    def ok(self) -> bool:
-        """True when the lake holds exactly the source's rows."""
-        return self.source_rows == self.lake_rows and self.differences.empty
-
-    def summary(self) -> dict[str, int]:
-        """How many keys differ, by kind."""
-        return self.differences["difference"].value_counts().to_dict()
-
-    def __repr__(self) -> str:
-        state = "in sync" if self.ok else f"{len(self.differences)} differences {self.summary()}"
-        return (f"Reconciliation({self.table}: source {self.source_rows} rows, "
-                f"lake {self.lake_rows} rows, {state})")  # fmt: skip
-
-
-def reconcile(
-    source: Source, lake: Lakehouse, table: str, con: ibis.BaseBackend | None = None,
-    target: str | None = None,
-) -> Reconciliation:  # fmt: skip
-    """Compare the source table with its silver copy on `con`: counts, key sets, row hashes."""
-    con = con or lake.con
-    target = target or silver_name(table)
-    rows = source.read(table)
-    src, _ = _on(con, f"{table}_source", rows)
-    copy = live(lake.table(target, con)) if lake.exists(target) else src.limit(0)
-    found = differences(src, copy, list(KEYS[table]))
-    diff = found.to_pandas().sort_values(list(KEYS[table])).reset_index(drop=True)
-    lake_rows = int(copy.count().to_pyarrow().as_py())
-    return Reconciliation(table, rows.num_rows, lake_rows, diff)

@@ -26,6 +26,18 @@ SERVER = "retail"
 OFFSET_KEY = "cdc.offset"
 """Commit metadata key of a bronze landing: the last source LSN it holds."""
 APP_ID = "cdc-capture"
+
+
+def silver_name(table: str) -> str:
+    """The silver table a source table replicates into."""
+    return f"silver.{table}"
+
+
+def tombstone_name(table: str) -> str:
+    """Where hard deletes leave their tombstones (key, LSN, commit time)."""
+    return f"silver.{table}_tombstones"
+
+
 BRONZE_SCHEMA = pa.schema(
     [("batch_id", pa.int64()), ("position", pa.int64()), ("topic", pa.string()),
      ("key", pa.string()), ("value", pa.string())]

@@ -102,7 +102,8 @@ class Workload:
         email = f"{name.lower().replace(' ', '.')}{customer}@example.org"
         segment = _SEGMENTS[self.rng.integers(len(_SEGMENTS))]
         db.execute(
-            "INSERT INTO customers VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO customers (customer_id, name, email, city, country, segment, created_at, "
+            "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (customer, name, email, city, country, segment, ts, ts),
         )
 
@@ -145,7 +146,8 @@ class Workload:
             (customer,) = gone[int(self.rng.integers(len(gone)))]
             city, country = _CITIES[self.rng.integers(len(_CITIES))]
             db.execute(
-                "INSERT INTO customers VALUES (?, ?, ?, ?, ?, 'consumer', ?, ?)",
+                "INSERT INTO customers (customer_id, name, email, city, country, segment, created_at, "
+                "updated_at) VALUES (?, ?, ?, ?, ?, 'consumer', ?, ?)",
                 (customer, _NAMES[0], f"back{customer}@example.org", city, country, ts, ts),
             )
 
@@ -167,7 +169,9 @@ class Workload:
         channel = ["web", "app", "store"][self.rng.integers(3)]
         customer_id = customer[0] if customer else 1
         db.execute(
-            "INSERT INTO orders VALUES (?, ?, ?, 'placed', ?)", (order, customer_id, ts, channel)
+            "INSERT INTO orders (order_id, customer_id, order_ts, status, channel) "
+            "VALUES (?, ?, ?, 'placed', ?)",
+            (order, customer_id, ts, channel),
         )
         total = 0.0
         for line in range(1, 2 + int(self.rng.integers(3))):
@@ -176,12 +180,14 @@ class Workload:
             price = round(float(self.rng.uniform(5, 200)), 2)
             total += quantity * price
             db.execute(
-                "INSERT INTO order_lines VALUES (?, ?, ?, ?, ?, 0.0)",
+                "INSERT INTO order_lines (order_id, line_no, product_id, quantity, unit_price, discount) "
+                "VALUES (?, ?, ?, ?, ?, 0.0)",
                 (order, line, product, quantity, price),
             )
         if self._has(db, "payments"):
             db.execute(
-                "INSERT INTO payments VALUES (?, ?, ?, ?, 'card', 'authorized')",
+                "INSERT INTO payments (payment_id, order_id, paid_ts, amount, method, status) "
+                "VALUES (?, ?, ?, ?, 'card', 'authorized')",
                 (order, order, ts, round(total, 2)),
             )
 
@@ -208,7 +214,8 @@ class Workload:
             ).fetchone()
             db.execute("DELETE FROM order_lines WHERE order_id = ? AND line_no = ?", row)
             db.execute(
-                "INSERT INTO order_lines VALUES (?, ?, ?, ?, ?, 0.0)",
+                "INSERT INTO order_lines (order_id, line_no, product_id, quantity, unit_price, discount) "
+                "VALUES (?, ?, ?, ?, ?, 0.0)",
                 (*row, old[0], 1 + int(self.rng.integers(5)), old[1]),
             )
 
