@@ -31,10 +31,12 @@ demo: $(VENV)/.synced ## run every notebook on the defaults into build/executed 
 	@echo "open build/executed/index.html"
 
 test: $(VENV)/.synced ## run the tests, notebooks included, on duckdb, polars and datafusion
-	$(BIN)/pytest -n 2 --dist loadgroup
+	rm -rf build/test-executed
+	$(BIN)/pytest -n 2 --dist loadgroup -m "not browser"
+	$(BIN)/pytest -m browser
 
 test-deep: $(VENV)/.synced ## the tests with the deep hypothesis profile (more examples)
-	$(BIN)/pytest -n 2 --dist loadgroup --hypothesis-profile deep
+	WORKBENCH_HYPOTHESIS_PROFILE=deep $(BIN)/pytest -n 2 --dist loadgroup -m "not browser"
 
 lab: $(VENV)/.synced ## open JupyterLab on 127.0.0.1 at the start notebook
 	$(BIN)/workbench lab

@@ -149,6 +149,8 @@ def _lab(args) -> int:
         f"--ServerApp.root_dir={ROOT}",
         f"--LabApp.default_url=/lab/tree/notebooks/{start.name}",
     ]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:  # containers and CI often run as root
+        cmd.append("--allow-root")
     print("JupyterLab keeps token authentication: open the URL with ?token=... it prints.")
     return subprocess.call(cmd, cwd=ROOT)
 
