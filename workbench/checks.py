@@ -7,8 +7,7 @@ tolerance; the rows are still handled by their severity (a `fail` check within i
 its rows through, recorded). Value checks leave nulls alone: `not_null` is the check for nulls,
 as in dbt's `accepted_values` and `relationships` tests.
 
-A `Suite` binds checks to a table's schema, so a check naming a missing column fails when it is
-declared, and evaluates every row-level check in one pass: one flag column per check.
+`workbench.suite.Suite` binds checks to a table's schema and evaluates them in one pass.
 """
 
 from __future__ import annotations
@@ -172,7 +171,7 @@ def references(
     name) fail: referential integrity."""
     key = key or column
     if key not in to.columns:
-        raise _missing(key, to.columns, "the referenced table", f"references_{column}")
+        raise missing_column(key, to.columns, "the referenced table", f"references_{column}")
     return _make(
         "references", column, severity, tolerance, name, f"references_{column}", to=to, key=key
     )
@@ -205,206 +204,7 @@ def expect(name: str, predicate: Deferred | Callable, severity="warn", tolerance
     return _make("expression", (), severity, tolerance, name, name, predicate=predicate)
 
 
-class Suite:
-    """Checks bound to a table's schema, validated when declared, evaluated in one pass."""
-
-    def __init__(
-        self, table: ibis.Table | ibis.Schema, checks: Iterable[Check], name: str = "table"
-    ):
-        self.schema = table.schema() if isinstance(table, ibis.Table) else ibis.schema(table)
-        self.checks = tuple(checks)
-        self.name = name
-        seen = set()
-        for check in self.checks:
-            if not isinstance(check, Check):
-                raise QualityError(
-                    f"{check!r} is not a check.", "Allowed: not_null(...), unique(...), ..."
-                )
-            if check.name in seen:
-                raise QualityError(
-                    f"Two checks are named {check.name!r}.",
-                    "Check names are unique in a suite.",
-                    "pass name='...' to one of them.",
-                )
-            seen.add(check.name)
-            self._validate(check)
-
-    def __repr__(self) -> str:
-        return f"Suite({self.name!r}, {len(self.checks)} checks: {', '.join(self.names)})"
-
-    @property
-    def names(self) -> list[str]:
-        return [c.name for c in self.checks]
-
-    @property
-    def row_checks(self) -> list[Check]:
-        return [c for c in self.checks if c.row_level]
-
-    def check(self, name: str) -> Check:
-        """The check named `name`."""
-        for c in self.checks:
-            if c.name == name:
-                return c
-        raise _missing(name, self.names, "this suite", "the check", what="check")
-
-    def _validate(self, check: Check) -> None:
-        for column in check.columns:
-            if column not in self.schema:
-                raise _missing(column, list(self.schema), self.name, check.name)
-        if check.columns:
-            dtype = self.schema[check.columns[0]]
-            needs = {"matches": dtype.is_string(), "freshness": dtype.is_temporal(),
-                     "in_range": dtype.is_numeric() or dtype.is_temporal() or dtype.is_string()}  # fmt: skip
-            if not needs.get(check.kind, True):
-                raise QualityError(
-                    f"Check {check.name!r}: column {check.columns[0]!r} has type {dtype}.",
-                    "matches needs a string column, freshness a timestamp or date, in_range an "
-                    "ordered type.",
-                    "pick another column or another kind of check.",
-                )
-        if check.kind == "expression":
-            declared = ibis.table(self.schema, name=self.name)
-            try:
-                value = _predicate(declared, check)
-            except (AttributeError, ibis.common.exceptions.IbisError) as exc:
-                column = re.findall(r"'([^']+)'", str(exc))
-                raise _missing(
-                    column[-1] if column else str(exc), list(self.schema), self.name, check.name
-                ) from exc
-            if not isinstance(value, ibis.Value) or not value.type().is_boolean():
-                raise QualityError(
-                    f"Check {check.name!r}: the expression is not boolean ({value!r}).",
-                    "Allowed: an expression that is true for a good row.",
-                    "for example expect('positive', ibis._.amount > 0).",
-                )
-
-    def conform(self, table: ibis.Table) -> None:
-        """Refuse data that lacks a column the checks were declared on."""
-        for check in self.checks:
-            for column in check.columns:
-                if column not in table.columns:
-                    raise _missing(column, table.columns, "the data", check.name)
-
-    # -- evaluation: pure functions ibis.Table -> ibis.Table ------------------------------
-
-    def flags(self, table: ibis.Table) -> ibis.Table:
-        """`table` with one boolean column per row-level check, True where the row fails it."""
-        self.conform(table)
-        data_columns = table.columns
-        helpers = []
-        for i, check in enumerate(self.row_checks):
-            if check.kind == "references":
-                # A left join to the distinct keys keeps every row once; no inequality join,
-                # which Ibis's polars backend lacks.
-                ref = f"__ref_{i}"
-                dim = check.params["to"]
-                keys = dim.select(**{ref: dim[check.params["key"]]}).distinct()
-                table = table.left_join(keys, table[check.columns[0]] == keys[ref])
-                helpers.append(ref)
-        flags = {}
-        for i, check in enumerate(self.row_checks):
-            flags[check.flag_column] = _flag(table, check, i).fill_null(False)
-        return table.select(*data_columns, **flags)
-
-    def summary(self, flagged: ibis.Table) -> ibis.Table:
-        """One row from one scan: the row count, failing rows per check, rows dropped and
-        quarantined, and the newest timestamp of each freshness check."""
-        metrics = {"rows": flagged.count()}
-        for check in self.row_checks:
-            metrics[check.flag_column] = flagged[check.flag_column].cast("int64").sum()
-        drop, quarantine = self._any(flagged, "drop"), self._any(flagged, "quarantine")
-        # Counted only when the suite has checks of that severity (absent means none).
-        if quarantine is not None:
-            metrics["quarantined"] = quarantine.cast("int64").sum()
-        if drop is not None:
-            gone = drop if quarantine is None else drop & ~quarantine
-            metrics["dropped"] = gone.cast("int64").sum()
-        for check in self.checks:
-            if check.kind == "freshness":
-                metrics[f"_newest_{check.name}"] = flagged[check.columns[0]].max()
-        return flagged.aggregate(**metrics)
-
-    def valid(self, flagged: ibis.Table) -> ibis.Table:
-        """The rows that go on to the target: those failing no `drop` or `quarantine` check."""
-        out = self._any(flagged, "drop", "quarantine")
-        rows = flagged if out is None else flagged.filter(~out)
-        return rows.drop(*self._flag_columns())
-
-    def dropped(self, flagged: ibis.Table) -> ibis.Table:
-        """The rows left out by a `drop` check and not quarantined."""
-        drop, quarantine = self._any(flagged, "drop"), self._any(flagged, "quarantine")
-        if drop is None:
-            return flagged.filter(ibis.literal(False)).drop(*self._flag_columns())
-        out = drop if quarantine is None else drop & ~quarantine
-        return flagged.filter(out).drop(*self._flag_columns())
-
-    def quarantined(self, flagged: ibis.Table, run_id: str) -> ibis.Table:
-        """Rows failing a `quarantine` check, with `_failed_checks` (every check the row failed,
-        comma separated) and `_run_id`."""
-        names = ibis.literal("")
-        for check in self.row_checks:
-            names = names + ibis.ifelse(flagged[check.flag_column], ", " + check.name, "")
-        out = self._any(flagged, "quarantine")
-        rows = flagged.filter(ibis.literal(False) if out is None else out)
-        # Every name comes with a leading ", ": strip the first one (a regex keeps the
-        # expression single; substr repeats it inside a CASE on some compilers).
-        rows = rows.mutate(_failed_checks=names.re_replace("^, ", ""), _run_id=ibis.literal(run_id))
-        return rows.drop(*self._flag_columns())
-
-    def failures(self, table: ibis.Table, check: str | Check) -> ibis.Table:
-        """The rows of `table` failing one row-level check, as an audit returns them."""
-        check = self.check(check) if isinstance(check, str) else check
-        if not check.row_level:
-            raise QualityError(
-                f"Check {check.name!r} is a table-level check ({check.kind}): it has no failing rows.",
-                "Row-level checks: " + ", ".join(c.name for c in self.row_checks) + ".",
-                "its measured value is in the report (quality.audit) and ops.quality_results.",
-            )
-        flagged = Suite(self.schema, [check], self.name).flags(table)
-        return flagged.filter(flagged[check.flag_column]).drop(check.flag_column)
-
-    def _flag_columns(self) -> list[str]:
-        return [c.flag_column for c in self.row_checks]
-
-    def _any(self, flagged: ibis.Table, *severities: str) -> ibis.BooleanValue | None:
-        """True where the row fails a check of one of `severities`; None when there is none."""
-        flags = [flagged[c.flag_column] for c in self.row_checks if c.severity in severities]
-        return ibis.or_(*flags) if flags else None
-
-
-def _flag(t: ibis.Table, check: Check, i: int) -> ibis.BooleanValue:
-    """True where the row fails `check` (may be null: the caller fills nulls with False)."""
-    cols = [t[c] for c in check.columns]
-    p = check.params
-    if check.kind == "not_null":
-        return ibis.or_(*[c.isnull() for c in cols])
-    if check.kind == "unique":
-        present = ibis.and_(*[c.notnull() for c in cols])
-        count = cols[0].count().over(ibis.window(group_by=list(check.columns)))
-        return present & (count > 1)
-    if check.kind == "accepted_values":
-        return ~cols[0].isin(p["values"])
-    if check.kind == "in_range":
-        outside = [cols[0] < p["min"]] if p["min"] is not None else []
-        outside += [cols[0] > p["max"]] if p["max"] is not None else []
-        return ibis.or_(*outside)
-    if check.kind == "matches":
-        return ~cols[0].re_search(p["pattern"])
-    if check.kind == "references":
-        return cols[0].notnull() & t[f"__ref_{i}"].isnull()
-    if check.kind == "expression":
-        return ~_predicate(t, check).fill_null(True)
-    raise AssertionError(check.kind)  # table-level kinds have no row flag
-
-
-def _predicate(t: ibis.Table, check: Check) -> ibis.BooleanValue:
-    predicate = check.params["predicate"]
-    if isinstance(predicate, Deferred):
-        return predicate.resolve(t)
-    return predicate(t)
-
-
-def _missing(
+def missing_column(
     value: str, candidates: list[str], where: str, check: str, what: str = "column"
 ) -> QualityError:
     close = difflib.get_close_matches(value, candidates, n=3, cutoff=0.5)

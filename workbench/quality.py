@@ -5,7 +5,8 @@ pass, and only then published: valid rows to the target, quarantined rows to
 `<table>_quarantine` (with the checks they failed and the run id), dropped rows counted. A `fail`
 check that does not pass stops the run before the target changes. Every run appends one row per
 check to `ops.quality_results`. The checks themselves live in `workbench.checks`; profiling and
-anomaly detection in `workbench.profiling` and `workbench.anomalies`.
+anomaly detection in `workbench.profiling` and `workbench.anomalies`. Import this module
+alone: it re-exports the check constructors and `Suite`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from workbench.checks import (  # noqa: F401  (re-exported: `quality.not_null(..
     SEVERITIES,
     Check,
     QualityError,
-    Suite,
     accepted_values,
     expect,
     freshness,
@@ -35,6 +35,7 @@ from workbench.checks import (  # noqa: F401  (re-exported: `quality.not_null(..
     unique,
 )
 from workbench.lakehouse import Lakehouse
+from workbench.suite import Suite
 
 RESULTS = "ops.quality_results"
 """The table every run appends to: one row per check per run."""
