@@ -1,0 +1,162 @@
+"""A dimension table's columns, and the checks on what is loaded into one: missing columns are
+named at once; rows that cannot be applied (null keys, duplicate keys, unknown operations) are
+found by pure functions, so the caller can raise or quarantine them with a reason."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import ibis
+import ibis.expr.datatypes as dtypes
+
+from workbench.errors import WorkbenchError
+
+DELETES = ("ignore", "invalidate", "new_record")
+"""Hard-delete policies, as dbt names them: keep the row, close it, or close it and add a
+deleted row."""
+TS = dtypes.Timestamp(timezone="UTC", scale=6)
+"""The type of `valid_from` / `valid_to`: microseconds in UTC, as Delta stores them."""
+EARLIEST = dt.datetime(1900, 1, 1, tzinfo=dt.UTC)
+"""`valid_from` of an inferred member: before any fact, so every fact finds it."""
+FLAGS = ("valid_from", "valid_to", "is_current", "is_deleted", "is_inferred")
+
+
+def dim_columns(key: list[str], tracked: list[str], sk: str = "sk", scd2: bool = True) -> list[str]:
+    """The dimension's columns in order."""
+    tail = list(FLAGS) if scd2 else ["is_inferred"]
+    return [sk, *key, *tracked, "row_hash", *tail]
+
+
+def empty_dim(source: ibis.Table, key: list[str], tracked: list[str], sk: str = "sk") -> ibis.Table:
+    """An empty SCD2 dimension on `source`'s engine, typed from its key and tracked columns."""
+    check_columns(source, key + tracked, "source")
+    rows = source.filter(ibis.literal(False))
+    return rows.select(
+        ibis.null("string").name(sk),
+        *key,
+        *tracked,
+        row_hash=ibis.null("string"),
+        valid_from=ibis.null(TS),
+        valid_to=ibis.null(TS),
+        is_current=ibis.literal(True),
+        is_deleted=ibis.literal(False),
+        is_inferred=ibis.literal(False),
+    )
+
+
+def check_policy(deletes: str) -> None:
+    """Refuse an unknown delete policy, naming the allowed ones."""
+    if deletes not in DELETES:
+        raise WorkbenchError(
+            f"Unknown delete policy deletes={deletes!r}.",
+            f"Allowed: {', '.join(repr(d) for d in DELETES)}.",
+            "'invalidate' closes the current row when a key disappears; 'new_record' also adds "
+            "a row with is_deleted = true; 'ignore' keeps the row as if nothing happened.",
+        )
+
+
+def check_columns(table: ibis.Table, needed: list[str], role: str) -> None:
+    """Raise a WorkbenchError naming the columns of `needed` that `table` lacks."""
+    missing = [c for c in needed if c not in table.columns]
+    if missing:
+        raise WorkbenchError(
+            f"The {role} lacks column(s) {', '.join(repr(c) for c in missing)}.",
+            f"Its columns: {', '.join(table.columns)}.",
+            "pass key=[...] and tracked=[...] with column names of the input, or rename them.",
+        )
+    if len(set(needed)) != len(needed):
+        twice = sorted({c for c in needed if needed.count(c) > 1})
+        raise WorkbenchError(
+            f"Column(s) {twice} are named twice in the key and tracked columns.",
+            "A column is either part of the key or tracked, once.",
+            "remove the repeated names.",
+        )
+
+
+def bad_snapshot_rows(
+    snapshot: ibis.Table, key: list[str], tracked: list[str], by: list[str] = ()
+) -> ibis.Table:
+    """Rows of a snapshot that cannot be applied, with a `reason`: a key (per `by`, e.g. the
+    snapshot time) with a null part, or with two different rows (exact duplicates count once)."""
+    by = list(by)
+    check_columns(snapshot, key + tracked + by, "snapshot")
+    rows = snapshot.select(*key, *tracked, *by).distinct()
+    null_key = _any_null(rows, key + by)
+    counts = rows.filter(~null_key).group_by(key + by).agg(_n=ibis._.count())
+    dup_keys = counts.filter(counts._n > 1).select(*key, *by)
+    dups = rows.semi_join(dup_keys, key + by).select(rows.columns)
+    dups = dups.mutate(reason=ibis.literal("duplicate key"))
+    nulls = rows.filter(null_key).mutate(reason=ibis.literal("null key"))
+    return dups.union(nulls)
+
+
+def clean_snapshot(
+    snapshot: ibis.Table, key: list[str], tracked: list[str], by: list[str] = ()
+) -> ibis.Table:
+    """The snapshot's key and tracked columns, without the rows `bad_snapshot_rows` finds."""
+    by = list(by)
+    rows = snapshot.select(*key, *tracked, *by).distinct()
+    rows = rows.filter(~_any_null(rows, key + by))
+    counts = rows.group_by(key + by).agg(_n=ibis._.count())
+    return rows.semi_join(counts.filter(counts._n == 1).select(*key, *by), key + by).select(
+        rows.columns
+    )
+
+
+def _change_rows(changes, key, tracked, op_col, ts_col, order_col) -> ibis.Table:
+    order = [order_col] if order_col else []
+    check_columns(changes, key + tracked + [op_col, ts_col] + order, "change feed")
+    return changes.select(*key, *tracked, op_col, ts_col, *order).distinct()
+
+
+def bad_changes(
+    changes: ibis.Table,
+    key: list[str],
+    tracked: list[str],
+    op_col: str = "op",
+    ts_col: str = "changed_at",
+    order_col: str | None = None,
+    ops: tuple[str, ...] = ("c", "u", "r", "d"),
+) -> ibis.Table:
+    """Changes that cannot be applied, with a `reason`: null key or time, an unknown
+    operation, or two different changes to one key at one time (and one `order_col`)."""
+    rows = _change_rows(changes, key, tracked, op_col, ts_col, order_col)
+    invalid = _any_null(rows, key + [ts_col])
+    unknown = ~rows[op_col].isin(ops).fill_null(False)
+    reason = ibis.cases(
+        (invalid, "null key or change time"),
+        (unknown, "unknown operation"),
+        else_=ibis.null("string"),
+    )
+    flagged = rows.mutate(reason=reason)
+    valid = flagged.filter(flagged.reason.isnull()).drop("reason")
+    last = _latest(valid, key, ts_col, order_col)
+    counts = last.group_by([*key, ts_col]).agg(_n=ibis._.count())
+    clash = counts.filter(counts._n > 1).select(*key, ts_col)
+    dups = last.semi_join(clash, [*key, ts_col]).mutate(reason=ibis.literal("conflicting changes"))
+    return flagged.filter(flagged.reason.notnull()).union(dups)
+
+
+def clean_changes(changes, key, tracked, op_col, ts_col, order_col, ops) -> ibis.Table:
+    """The changes `bad_changes` accepts, one per key and time (the last by `order_col`)."""
+    rows = _change_rows(changes, key, tracked, op_col, ts_col, order_col)
+    rows = rows.filter(~_any_null(rows, key + [ts_col]), rows[op_col].isin(ops).fill_null(False))
+    last = _latest(rows, key, ts_col, order_col)
+    counts = last.group_by([*key, ts_col]).agg(_n=ibis._.count())
+    return last.semi_join(counts.filter(counts._n == 1).select(*key, ts_col), [*key, ts_col])
+
+
+def _latest(rows: ibis.Table, key, ts_col, order_col) -> ibis.Table:
+    """Per key and time, the rows with the greatest `order_col` (all rows when None)."""
+    if order_col is None:
+        return rows
+    top = rows.group_by([*key, ts_col]).agg(_top=rows[order_col].max())
+    joined = rows.join(top, [*key, ts_col])
+    return joined.filter(joined[order_col] == joined._top).select(rows.columns)
+
+
+def _any_null(table: ibis.Table, columns: list[str]) -> ibis.BooleanValue:
+    flag = ibis.literal(False)
+    for c in columns:
+        flag = flag | table[c].isnull()
+    return flag
