@@ -77,10 +77,12 @@ def update_dimension(
     feed = lake.changes(silver, since=since, until=latest, con=con)
     tombs = tombstone_name(table)
     tombstones = lake.changes(tombs, con=con) if lake.exists(tombs) else None
-    changes = silver_changes(feed, tombstones, key)
+    # Computed once here: the SCD2 pipeline reads it several times.
+    rows = con.to_pyarrow(silver_changes(feed, tombstones, key))
+    changes = con.create_table(f"_cdc_feed_{table}", rows, overwrite=True)
     tracked = tracked or [c for c in changes.columns if c not in key and c not in
                           ("op", "changed_at", "_lsn", "created_at", "updated_at")]  # fmt: skip
-    keys = int(changes.select(*key).distinct().count().to_pyarrow().as_py())
+    keys = rows.group_by(key).aggregate([]).num_rows
     metrics = scd.merge_changes(
         lake, name, changes, key, tracked, op_col="op", ts_col="changed_at", deletes=deletes,
         order_col="_lsn", on_bad="quarantine", transaction=(app_id, latest),
