@@ -1,9 +1,8 @@
 """Dimensional modeling on the retail data: silver from bronze, a star schema (`dim_customer`
 SCD2, `dim_product` SCD1, `dim_date`, `fact_sales` at order-line grain), the point-in-time
 join, inferred members for late-arriving dimension rows, and one business question
-("revenue by customer country and product category per month") answered from the star,
-a snowflaked product dimension and a one-big-table. The data vault is in `vault.py`, the
-SCD machinery in `scd.py`.
+("revenue by customer country and product category per month") is asked of these tables and
+of other shapes in `warehouse.py`; the SCD machinery is in `scd.py`.
 
 Surrogate keys are md5 hash keys (`keys.hash_key`): `product_sk` is the hash of `product_id`
 and `customer_sk` the hash of `customer_id` and the version's `valid_from`, so any engine, and
@@ -234,10 +233,12 @@ def point_in_time(
         _since=first.ifelse(ibis.literal(EARLIEST, TS), dim.valid_from),
         _until=dim.valid_from.lead().over(w),
     )
-    when = facts[at].cast(TS)
-    predicates = [facts[k] == spans[f"_k_{k}"] for k in key]
-    predicates += [spans._since <= when, spans._until.isnull() | (when < spans._until)]
-    joined = facts.left_join(spans, predicates)
+    # An equi-join on the key, then the interval as a filter: Ibis's polars backend joins on
+    # equalities only. Spans of a key cover all time, so exactly one row per fact survives.
+    joined = facts.left_join(spans, [facts[k] == spans[f"_k_{k}"] for k in key])
+    when = joined[at].cast(TS)
+    inside = (joined._since <= when) & (joined._until.isnull() | (when < joined._until))
+    joined = joined.filter(joined._sk.isnull() | inside)
     return joined.select(*facts.columns, joined._sk.name(sk))
 
 
@@ -265,81 +266,6 @@ def fact_sales(orders: ibis.Table, order_lines: ibis.Table, dim_customer: ibis.T
         gross_amount=lines.gross_amount,
         net_amount=lines.net_amount,
     )
-
-
-def _revenue(rows: ibis.Table) -> ibis.Table:
-    """Revenue (net of discounts, cancelled orders left out) by month, country and category."""
-    rows = rows.filter(rows.status != "cancelled")
-    by = rows.group_by(["month", "country", "category"])
-    return by.agg(revenue=rows.net_amount.sum().round(2), lines=rows.count())
-
-
-def revenue_star(fact, dim_customer, dim_product, dim_date) -> ibis.Table:
-    """The business question from the star: the fact joined to three dimensions."""
-    c = dim_customer.select("customer_sk", "country")
-    p = dim_product.select("product_sk", "category")
-    d = dim_date.select("date_key", month="month_start")
-    rows = fact.join(c, "customer_sk").join(p, "product_sk").join(d, "date_key")
-    return _revenue(rows)
-
-
-def snowflake_product(dim_product: ibis.Table) -> dict[str, ibis.Table]:
-    """`dim_product` normalized: product -> subcategory -> category, each with a hash key."""
-    category = dim_product.select("category").distinct()
-    category = category.mutate(category_sk=hashing.hash_key(category, ["category"]))
-    sub = dim_product.select("category", "subcategory").distinct()
-    sub = sub.mutate(subcategory_sk=hashing.hash_key(sub, ["category", "subcategory"]))
-    sub = sub.mutate(category_sk=hashing.hash_key(sub, ["category"])).drop("category")
-    product = dim_product.mutate(
-        subcategory_sk=hashing.hash_key(dim_product, ["category", "subcategory"])
-    )
-    product = product.drop("category", "subcategory")
-    return {"dim_product_sf": product, "dim_subcategory": sub, "dim_category": category}
-
-
-def revenue_snowflake(fact, dim_customer, snowflake: dict[str, ibis.Table], dim_date) -> ibis.Table:
-    """The business question from the snowflake: two more joins to reach the category."""
-    c = dim_customer.select("customer_sk", "country")
-    p = snowflake["dim_product_sf"].select("product_sk", "subcategory_sk")
-    s = snowflake["dim_subcategory"].select("subcategory_sk", "category_sk")
-    g = snowflake["dim_category"].select("category_sk", "category")
-    d = dim_date.select("date_key", month="month_start")
-    rows = fact.join(c, "customer_sk").join(p, "product_sk").join(s, "subcategory_sk")
-    return _revenue(rows.join(g, "category_sk").join(d, "date_key"))
-
-
-def one_big_table(fact, dim_customer, dim_product, dim_date) -> ibis.Table:
-    """The star pre-joined into one wide table: every question without a join, at the cost
-    of repeating each dimension's attributes on every line (and rewriting them on change)."""
-    c = dim_customer.select(
-        "customer_sk",
-        "customer_id",
-        customer_name="name",
-        city="city",
-        country="country",
-        segment="segment",
-    )
-    p = dim_product.select(
-        "product_sk",
-        "product_id",
-        product_name="name",
-        category="category",
-        subcategory="subcategory",
-        brand="brand",
-    )
-    d = dim_date.select(
-        "date_key",
-        "date",
-        month="month_start",
-        fiscal_year="fiscal_year",
-        fiscal_month="fiscal_month",
-    )
-    return fact.join(c, "customer_sk").join(p, "product_sk").join(d, "date_key")
-
-
-def revenue_obt(obt: ibis.Table) -> ibis.Table:
-    """The business question from the one-big-table: a group-by, no join."""
-    return _revenue(obt)
 
 
 # -- building the star in the lake ------------------------------------------------------------
