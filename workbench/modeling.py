@@ -26,6 +26,8 @@ CUSTOMER_KEY = ["customer_id"]
 CUSTOMER_TRACKED = ["name", "email", "city", "country", "segment"]
 PRODUCT_KEY = ["product_id"]
 PRODUCT_TRACKED = ["name", "category", "subcategory", "brand", "price"]
+BRONZE = ("customers", "products", "orders", "order_lines")
+"""The bronze tables the star is built from."""
 FISCAL_START = 2
 """The month a fiscal year starts in: February, as in the retail (4-5-4) calendar."""
 
