@@ -9,6 +9,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from workbench import datasets
 from workbench import quality as q
@@ -18,6 +20,10 @@ N_DEFECTS = {"null_customer": 7, "dup_id": 5, "bad_status": 11, "bad_channel": 4
              "future_ts": 3, "orphan": 9, "negative_id": 2}  # fmt: skip
 STATUSES = ["placed", "shipped", "delivered", "cancelled", "returned"]
 FUTURE = dt.datetime(2027, 1, 1, tzinfo=dt.UTC)
+
+# Each example runs queries on an engine: a twelfth of the profile's examples (8 by default,
+# more under a deep profile).
+EXAMPLES = max(5, settings.default.max_examples // 12)
 
 
 def _defective_orders(seed: int = 7) -> tuple[pa.Table, pa.Table]:
@@ -262,3 +268,44 @@ def test_unique_on_several_columns_and_nulls(con):
     t = con.create_table("pairs", data, overwrite=True)
     suite = q.Suite(t, [q.unique(["a", "b"]), q.not_null("a", "b")])
     assert q.audit(t, suite).failing() == {"unique_a_b": 2, "not_null_a_b": 2}
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.one_of(st.none(), st.integers(0, 6)),
+            st.one_of(st.none(), st.sampled_from(["a", "b", "c", "x"])),
+            st.one_of(st.none(), st.floats(-5, 5, allow_nan=False)),
+        ),
+        min_size=0,
+        max_size=30,
+    )
+)
+def test_counts_match_pyarrow_on_any_data(backend, rows):
+    from workbench import backends
+
+    con = backends.connect(backend)
+    data = pa.table(
+        {
+            "k": pa.array([r[0] for r in rows], pa.int64()),
+            "s": pa.array([r[1] for r in rows], pa.string()),
+            "v": pa.array([r[2] for r in rows], pa.float64()),
+        }
+    )
+    t = con.create_table("anydata", data, overwrite=True)
+    suite = q.Suite(t, [
+        q.not_null("k"), q.unique("k"), q.accepted_values("s", ["a", "b"]),
+        q.in_range("v", min=-1, max=2), q.expect("k_small", ibis._.k < 5),
+    ])  # fmt: skip
+    counts = pc.value_counts(pc.drop_null(data["k"])).to_pylist()
+    dup = {c["values"] for c in counts if c["counts"] > 1}
+    expected = {
+        "not_null_k": data["k"].null_count,
+        "unique_k": sum(1 for r in rows if r[0] in dup),
+        "accepted_values_s": sum(1 for r in rows if r[1] is not None and r[1] not in "ab"),
+        "in_range_v": sum(1 for r in rows if r[2] is not None and not -1 <= r[2] <= 2),
+        "k_small": sum(1 for r in rows if r[0] is not None and r[0] >= 5),
+    }
+    report = q.audit(t, suite)
+    assert report.failing() == expected and report.rows == len(rows)
