@@ -42,24 +42,23 @@ class Saved:
     mark: int = 0
     max_event: int | None = None
     versions: dict[str, int] | None = None
-    planned: tuple[int, list[int]] | None = None
-    """A batch whose offsets were logged but which did not commit: replay exactly those."""
+    planned: tuple[int, list[int], int, int] | None = None
+    """A batch logged but not committed: its clock, end offsets and watermarks, to replay."""
 
 
-def plan(lake: Lakehouse, query, k: int, clock: int, start, end, marks) -> None:
-    """Log batch k's offsets before reading them (idempotent)."""
+def plan(k: int, clock: int, start, end, marks) -> pa.Table:
+    """Batch k's row(s) of the write-ahead log: its offsets, clock and watermarks."""
     n = len(start)
     rows = {
         "batch_id": [k] * n, "partition": list(range(n)), "start": list(start), "end": list(end),
         "clock": [clock] * n, "watermark": [marks.evict] * n, "late_watermark": [marks.late] * n,
     }  # fmt: skip
-    table = query.table("ops:offsets")
-    lake.write(table, _table(rows, OFFSETS), transaction=(f"{query.name}@{table}", k))
+    return _table(rows, OFFSETS)
 
 
-def commit(lake, query, k, clock, end, marks, following, max_event, versions, counts, seconds):
-    """Record batch k as done: the last write of the batch (idempotent). Returns the record."""
-    record = {
+def commit(k, clock, marks, following, max_event, versions, counts, seconds) -> dict:
+    """Batch k's commit record: watermarks, counts, state versions (the batch's last write)."""
+    return {
         "batch_id": k, "clock": clock, "late_watermark": marks.late, "watermark": marks.evict,
         "next_watermark": following, "max_event_time": max_event,
         "input_rows": counts["input_rows"], "dead_rows": counts["dead_rows"],
@@ -67,10 +66,11 @@ def commit(lake, query, k, clock, end, marks, following, max_event, versions, co
         "emitted_rows": counts["emitted_rows"], "state_rows": counts["state_rows"],
         "state_versions": json.dumps(versions, sort_keys=True), "seconds": seconds,
     }  # fmt: skip
-    table = query.table("ops:commits")
-    data = _table({name: [value] for name, value in record.items()}, COMMITS)
-    lake.write(table, data, transaction=(f"{query.name}@{table}", k))
-    return record
+
+
+def record_table(record: dict) -> pa.Table:
+    """A commit record as the one-row table `ops.<query>_commits` appends."""
+    return _table({name: [value] for name, value in record.items()}, COMMITS)
 
 
 def restore(lake: Lakehouse, query, partitions: int) -> Saved:
@@ -105,11 +105,12 @@ def _ends(offsets: pa.Table, k: int) -> list[int] | None:
     return rows["end"].to_pylist() or None
 
 
-def _planned(offsets: pa.Table, k: int) -> tuple[int, list[int]] | None:
+def _planned(offsets: pa.Table, k: int) -> tuple[int, list[int], int, int] | None:
     rows = offsets.filter(pc.equal(offsets["batch_id"], k)).sort_by("partition")
     if rows.num_rows == 0:
         return None
-    return tm.to_micros(rows["clock"][0].as_py()), rows["end"].to_pylist()
+    first = {c: tm.to_micros(rows[c][0].as_py()) for c in ("clock", "late_watermark", "watermark")}
+    return first["clock"], rows["end"].to_pylist(), first["late_watermark"], first["watermark"]
 
 
 def _read(lake: Lakehouse, table: str, schema: pa.Schema) -> pa.Table:

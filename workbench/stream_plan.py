@@ -35,17 +35,22 @@ class Output:
 class Plan:
     """The expressions of one query on one engine, and how to run them on a batch."""
 
-    def __init__(self, con: ibis.BaseBackend, prefix: str, operators: list[Operator]):
+    def __init__(self, con: ibis.BaseBackend, prefix: str, operators: list[Operator], key: str):
         self.con, self.prefix, self.operators = con, prefix, operators
         self.replay = con.name in ("duckdb", "datafusion")
         self._building = True
-        self._sql: dict[int, tuple[ibis.Table, str]] = {}
+        # The same query on the same engine compiles to the same SQL: reuse it across runners.
+        self._sql = _COMPILED.setdefault((con.name, key), {})
         self.inputs = self._put("in", stream_source.SCHEMA.empty_table())
         self._marks = self._put("marks", _marks_table(Marks(0, 0)))
         self.state_schemas: dict[str, pa.Schema] = {}
         self._keys: dict[str, list[str]] = {}
         self._build(Marks(0, 0), discover=True)
         self._building = False
+        self.dead_schema = _empty(self.dead).schema
+        self.out_schema = _empty(self.steps[-1][1].out if self.steps else self.valid).schema
+        lates = [step.late for _, step in self.steps if step.late is not None]
+        self.late_schema = _empty(lates[0]).schema if lates else None
 
     def run(self, raw: pa.Table, marks: Marks, states: dict[str, pa.Table]):
         """Dead letters, valid rows, and each operator's output for one batch of `raw` events."""
@@ -57,15 +62,15 @@ class Plan:
             self._building = True
             self._build(marks)
             self._building = False
-        dead = self._get(self.dead)
-        rows = self._get(self.valid)
+        dead = self._get(self.dead, "dead")
+        rows = self._get(self.valid, "valid")
         self._put("rows_0", rows)
         outputs = []
         for i, (name, step) in enumerate(self.steps):
             result = Output(
-                out=self._get(step.out),
-                late=None if step.late is None else self._get(step.late),
-                states={key: self._get(expr) for key, expr in step.state.items()},
+                out=self._get(step.out, f"{i}.out"),
+                late=None if step.late is None else self._get(step.late, f"{i}.late"),
+                states={k: self._get(e, f"{i}.state.{k}") for k, e in step.state.items()},
             )
             outputs.append((name, result))
             self._put(f"rows_{i + 1}", result.out)
@@ -115,21 +120,24 @@ class Plan:
             self.con.create_table(name, data, overwrite=True)
         return self.con.table(name) if self._building else None
 
-    def _get(self, expr: ibis.Table) -> pa.Table:
+    def _get(self, expr: ibis.Table, label: str) -> pa.Table:
         """Run `expr`: replay its compiled SQL, or let Ibis run it (polars)."""
         schema = expr.schema().to_pyarrow()
         if not self.replay:
             return self.con.to_pyarrow(expr).cast(schema)
-        cached = self._sql.get(id(expr))
-        if cached is None:
-            cached = self._sql[id(expr)] = (expr, self.con.compile(expr))
-        sql = cached[1]
+        sql = self._sql.get(label)
+        if sql is None:
+            sql = self._sql[label] = self.con.compile(expr)
         if self.con.name == "duckdb":
             data = self.con.con.execute(sql).fetch_arrow_table()
         else:
             data = self.con.con.sql(sql).to_arrow_table()
         # Raw results keep engine types (DuckDB sums are HUGEINT): give them Ibis's schema.
         return data.rename_columns(schema.names).cast(schema)
+
+
+_COMPILED: dict[tuple[str, str], dict[str, str]] = {}
+"""Compiled SQL by (engine, query) and output label."""
 
 
 def _marks_table(marks: Marks) -> pa.Table:

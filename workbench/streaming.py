@@ -184,14 +184,14 @@ class Runner:
     def step(self) -> dict | None:
         """One trigger of the clock: a micro-batch if there is data (or a watermark to act
         on), else nothing. Returns the batch's progress record, or None when idle."""
-        if self._planned is not None:
-            clock, end = self._planned
-        else:
-            clock = self.clock + self.trigger
-            end = self._end_offsets(clock)
-            if end == self.offsets and not self._pending_no_data():
-                self.clock = clock
-                return None
+        if self._planned is not None:  # logged before a crash: replay it exactly
+            clock, end, late, mark = self._planned
+            return self._batch(clock, end, Marks(late, mark))
+        clock = self.clock + self.trigger
+        end = self._end_offsets(clock)
+        if end == self.offsets and not self._pending_no_data():
+            self.clock = clock
+            return None
         return self._batch(clock, end, Marks(self.late_mark, self.watermark))
 
     def flush(self) -> dict:
@@ -218,7 +218,7 @@ class Runner:
     def _batch(self, clock: int, end: list[int], marks: Marks) -> dict:
         k, q, started = self.batch_id, self.query, time.perf_counter()
         if self._planned is None:
-            ckpt.plan(self.lake, q, k, clock, self.offsets, end, marks)
+            self._write(q.table("ops:offsets"), ckpt.plan(k, clock, self.offsets, end, marks))
         self._fault("planned")
         raw = self.source.read(self.offsets, end)
         dead, rows, outputs = self.plan.run(raw, marks, self.states)
@@ -248,10 +248,9 @@ class Runner:
         if self.max_event is not None:  # Spark keeps event time stats in whole milliseconds
             following = max(following, self.max_event // 1000 * 1000 - self.delay)
         self._fault("before_commit")
-        record = ckpt.commit(
-            self.lake, q, k, clock, end, marks, following, self.max_event, versions, counts,
-            time.perf_counter() - started,
-        )  # fmt: skip
+        seconds = time.perf_counter() - started
+        record = ckpt.commit(k, clock, marks, following, self.max_event, versions, counts, seconds)
+        self._write(q.table("ops:commits"), ckpt.record_table(record))
         self._fault("committed")
         self.batch_id, self.clock, self.offsets = k + 1, clock, list(end)
         self.late_mark, self.watermark, self.states = marks.evict, following, states
@@ -263,9 +262,7 @@ class Runner:
         k = self.batch_id
         self._fault(f"before:{table}")
         if data.num_rows == 0 and not overwrite:
-            if not self.lake.exists(table):
-                self.lake.write(table, data)
-            return None
+            return None  # nothing to add; the table exists since the runner started
         txn = (f"{self.query.name}@{table}", k)
         reader = self._reader(data, table)
         if merge_on:
@@ -314,15 +311,44 @@ class Runner:
             self.clock = start - start % self.trigger  # triggers fall on whole intervals
         self.late_mark, self.watermark, self.max_event = saved.late, saved.mark, saved.max_event
         self._planned = saved.planned
-        self.plan = Plan(self.con, self.query.name, self.query.operators())
+        self.plan = Plan(self.con, self.query.name, self.query.operators(), repr(self.query))
+        self._create_tables()
         self.states = {
             key: self.lake.delta(self.query.table(f"ops:state_{key}"), version).to_pyarrow_table()
             for key, version in saved.versions.items()
         }
 
+    def _create_tables(self) -> None:
+        """Create the query's tables, empty, before the first batch: readers always find them,
+        and each checkpoints its Delta log every few commits."""
+        q, plan = self.query, self.plan
+        schemas = {
+            q.table(): _with_batch(plan.out_schema),
+            q.table("dead_letter"): _with_batch(plan.dead_schema),
+            q.table("ops:offsets"): ckpt.OFFSETS,
+            q.table("ops:commits"): ckpt.COMMITS,
+        }
+        if plan.late_schema is not None:
+            schemas[q.table("late")] = _with_batch(plan.late_schema)
+        for key, schema in plan.state_schemas.items():
+            schemas[q.table(f"ops:state_{key}")] = schema
+        for name, schema in schemas.items():
+            if not self.lake.exists(name):
+                self.lake.write(name, schema.empty_table())
+                interval = {"delta.checkpointInterval": CHECKPOINT_INTERVAL}
+                self.lake.delta(name).alter.set_table_properties(interval)
+
+
+CHECKPOINT_INTERVAL = "10"
+"""Delta checkpoints every 10 commits: a table written every batch stays quick to open."""
+
 
 def _tagged(data: pa.Table, k: int) -> pa.Table:
     return data.append_column("batch_id", pa.array([k] * data.num_rows, pa.int64()))
+
+
+def _with_batch(schema: pa.Schema) -> pa.Schema:
+    return schema.append(pa.field("batch_id", pa.int64()))
 
 
 def _max(a: int | None, b: int | None) -> int | None:
