@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from workbench import datasets
+from workbench import errors as wb_errors
 from workbench import quality as q
 from workbench.checks import QualityError
 
@@ -309,3 +310,15 @@ def test_counts_match_pyarrow_on_any_data(backend, rows):
     }
     report = q.audit(t, suite)
     assert report.failing() == expected and report.rows == len(rows)
+
+
+def test_bad_run_arguments_fail_before_any_write(con, lake, defects):
+    _, _, orders, dim = defects
+    suite = _suite(orders, dim)
+    with pytest.raises(QualityError, match="'append', 'overwrite'"):
+        q.run(lake, "silver.orders", orders, suite, mode="upsert")
+    with pytest.raises(wb_errors.InvalidTableNameError):
+        q.run(lake, "orders", orders, suite)
+    with pytest.raises(QualityError, match=r"names column 'status'[\s\S]*did you mean 'stat'"):
+        q.run(lake, "silver.orders", orders.rename(stat="status"), suite)
+    assert lake.tables() == []

@@ -159,7 +159,12 @@ def run(
     the audit and the publish both read that staged version, so what is published is exactly
     what was audited.
     """
-    lake.path(target)  # refuse a bad name before any work
+    lake.path(target)  # refuse a bad name or mode before any work
+    if mode not in ("append", "overwrite"):
+        raise QualityError(
+            f"Unknown write mode {mode!r}.", "Allowed modes: 'append', 'overwrite'.",
+            "a quality run appends by default.",
+        )  # fmt: skip
     suite.conform(data)
     staged = None
     if stage:
@@ -174,7 +179,9 @@ def run(
         raise _stopped(report, suite, data)
     flagged = suite.flags(data)
     if report.quarantined:
-        lake.write(f"{target}_quarantine", suite.quarantined(flagged, report.run_id))
+        # Quarantine keeps rows whatever their schema: new columns are added, not refused.
+        rows = suite.quarantined(flagged, report.run_id)
+        lake.write(f"{target}_quarantine", rows, schema_mode="merge")
     # Nothing to leave out: publish the data as it is, without evaluating the flags again.
     valid = suite.valid(flagged) if report.dropped or report.quarantined else data
     report.table_version = lake.write(target, valid, mode=mode)
