@@ -264,6 +264,7 @@ class Lakehouse:
         update_if: str | None = None,
         schema_mode: Literal["merge"] | None = None,
         transaction: tuple[str, int] | None = None,
+        streamed: bool = True,
     ) -> dict[str, int]:
         """Upsert `source` into table `name` on the key columns `on` (a Delta MERGE).
 
@@ -271,6 +272,8 @@ class Lakehouse:
         matched target rows instead (a named column is consumed, not written); `delete_missing` deletes target rows absent from the
         source; `update_if` is an extra SQL condition over `s.` (source) and `t.` (target).
         Creates the table from `source` when it does not exist. Returns the row metrics.
+        `streamed=False` holds the source in memory so the merge can skip the target files
+        outside the source's key range: use it for batches that touch few files.
         """
         from workbench import merge as merging
 
@@ -309,6 +312,7 @@ class Lakehouse:
                 update_if,
                 schema_mode,
                 props,
+                streamed=streamed,
             )
         except delta_errors.SchemaMismatchError as exc:
             raise self._schema_error(name, reader.schema, exc) from exc
