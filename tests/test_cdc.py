@@ -100,6 +100,9 @@ def test_highest_lsn_wins_duplicates_counted_tombstones_block_late_events(con, l
     assert lake.version("silver.customers") == version  # a replay commits nothing
     skipped = cdc.apply(lake, con, 1, CATALOG)  # an applied batch id is skipped outright
     assert skipped.skipped.all() and lake.version("silver.customers") == version
+    assert cdc.apply(lake, con, None, CATALOG).empty  # what poll() returns when nothing changed
+    with pytest.raises(WorkbenchError, match="has not landed"):
+        cdc.apply(lake, con, 7, CATALOG)  # marking it done would lose it when it lands
 
 
 def test_soft_deletes_keep_the_row_with_its_lsn(con, lake):

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from workbench import scan
+from workbench.cdc_capture import APP_ID as CAPTURE_ID
 from workbench.cdc_capture import (
     EVENTS,
     Capture,
@@ -228,7 +229,7 @@ def _check_schemas(lake: Lakehouse, parsed: Parsed, evolve: bool) -> None:
 def apply(
     lake: Lakehouse,
     con: ibis.BaseBackend,
-    batch_id: int,
+    batch_id: int | None,
     catalog: Catalog,
     deletes: Literal["hard", "soft"] = "hard",
     evolve: bool = True,
@@ -237,10 +238,20 @@ def apply(
 ) -> pd.DataFrame:
     """Apply one landed batch of change events to silver, exactly once, and return one row of
     metrics per table (also appended to `ops.cdc_apply`). A batch id already applied is
-    skipped; malformed events go to `bronze.cdc_events_dead_letter`."""
+    skipped, and so is None (what `Capture.poll` returns when nothing changed); malformed
+    events go to `bronze.cdc_events_dead_letter`."""
+    if batch_id is None:
+        return _frame(-1, []).iloc[0:0]
     last = lake.transaction_version(APPLIED, APP_ID)
     if last is not None and batch_id <= last:
         return pd.DataFrame([{"batch_id": batch_id, "table": None, "skipped": True}])
+    landed = lake.transaction_version(events, CAPTURE_ID)
+    if landed is None or batch_id > landed:
+        raise WorkbenchError(
+            f"Batch {batch_id} has not landed in {events}.",
+            f"Landed batch ids: 0 to {landed}." if landed is not None else "No batch has landed.",
+            "land it first (capture.poll() or cdc.land(...)); applying it would mark it done.",
+        )
     raw = lake.delta(events).to_pyarrow_table(filters=[("batch_id", "=", batch_id)])
     known = {t: scan.arrow_schema(lake.delta(silver_name(t))) for t in catalog
              if lake.exists(silver_name(t))}  # fmt: skip
