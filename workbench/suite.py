@@ -2,11 +2,14 @@
 
 Binding to a schema lets a check naming a missing column fail when it is declared, with the
 closest names as a hint. Evaluation is a pure Ibis pipeline: the data plus one boolean flag
-column per row-level check, so counting every check's failures is one aggregate over one scan.
+column per row-level check, so counting every check's failures is one query with one scan of
+the table (plus, inside that query, the aggregate of the keys a `unique` check needs and the
+keys of the dimension a `references` check reads), not one query per check.
 """
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Iterable
 
@@ -58,7 +61,12 @@ class Suite:
         for c in self.checks:
             if c.name == name:
                 return c
-        raise missing_column(name, self.names, "this suite", "the check", what="check")
+        close = difflib.get_close_matches(str(name), self.names, n=3, cutoff=0.5)
+        raise QualityError(
+            f"Suite {self.name!r} has no check named {name!r}.",
+            f"Checks: {', '.join(self.names)}.",
+            f"did you mean {', '.join(map(repr, close))}?" if close else "see suite.names.",
+        )
 
     def _validate(self, check: Check) -> None:
         for column in check.columns:
@@ -140,7 +148,7 @@ class Suite:
         return flagged.select(*data_columns, **flags)
 
     def summary(self, flagged: ibis.Table) -> ibis.Table:
-        """One row from one scan: the row count, failing rows per check, rows dropped and
+        """One row from one query: the row count, failing rows per check, rows dropped and
         quarantined, and the newest timestamp of each freshness check."""
         metrics = {"rows": flagged.count()}
         for check in self.row_checks:
