@@ -8,6 +8,11 @@ its rows through, recorded). Value checks leave nulls alone: `not_null` is the c
 as in dbt's `accepted_values` and `relationships` tests.
 
 `workbench.suite.Suite` binds checks to a table's schema and evaluates them in one pass.
+
+Why not pandera (0.35, evaluated with its Ibis and Polars backends): it reports failure cases
+but does not route rows (drop, quarantine), runs a query per check, and on this stack its Ibis
+backend ignored `unique=True` silently on all three engines, and its Polars backend skips data
+checks on a LazyFrame unless PANDERA_VALIDATION_DEPTH says otherwise. Delta enforces the schema.
 """
 
 from __future__ import annotations
