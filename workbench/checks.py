@@ -11,9 +11,9 @@ as in dbt's `accepted_values` and `relationships` tests.
 
 Why not pandera (0.35, evaluated with its Ibis and Polars backends): it reports failure cases
 but does not route rows (drop, quarantine), runs several queries per check (80 engine calls for
-10 range checks on DuckDB), and on this stack its Ibis
-backend ignored `unique=True` silently on all three engines, and its Polars backend skips data
-checks on a LazyFrame unless PANDERA_VALIDATION_DEPTH says otherwise. Delta enforces the schema.
+10 range checks on DuckDB), its Ibis backend ignored `unique=True` silently on all three
+engines, and its Polars backend skips data checks on a LazyFrame unless
+PANDERA_VALIDATION_DEPTH says otherwise. Delta enforces the schema.
 """
 
 from __future__ import annotations
