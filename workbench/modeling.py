@@ -106,16 +106,21 @@ def customer_changes(customers: ibis.Table) -> ibis.Table:
     )
 
 
-def customer_snapshot(customers: ibis.Table, as_of: dt.datetime) -> ibis.Table:
-    """The customers table as a nightly export at `as_of` would have shown it."""
-    at = ibis.literal(as_of, TS)
-    known = customers.filter(customers.created_at <= at)
-    earlier = _before_move(known)
-    later = known.updated_at > at
-    return known.mutate(
-        city=later.ifelse(earlier["city"], known.city),
-        country=later.ifelse(earlier["country"], known.country),
-    ).select(*CUSTOMER_KEY, *CUSTOMER_TRACKED)
+def customer_snapshots(customers: ibis.Table, times: ibis.Table) -> ibis.Table:
+    """The customers table as nightly exports at each `as_of` of `times` would have shown it:
+    key, tracked columns and `as_of` (one snapshot per time, for `scd.scd2_from_snapshots`)."""
+    at = times.as_of.cast(TS)
+    rows = customers.cross_join(times.select(_at=at))
+    rows = rows.filter(rows.created_at <= rows._at)
+    earlier, later = _before_move(rows), rows.updated_at > rows._at
+    return rows.select(
+        *CUSTOMER_KEY,
+        *[
+            later.ifelse(earlier[c], rows[c]).name(c) if c in earlier else rows[c]
+            for c in CUSTOMER_TRACKED
+        ],
+        as_of=rows._at,
+    )
 
 
 # -- dim_date --------------------------------------------------------------------------------

@@ -237,7 +237,7 @@ def merge_snapshots(
     def rows(dim):
         return scd2_from_snapshots(snapshots, key, tracked, as_of_col, deletes, dim=dim, sk=sk)
 
-    return _merge(lake, name, snapshots, rows, sk)
+    return _merge(lake, name, snapshots, rows, sk, key)
 
 
 def merge_changes(
@@ -273,7 +273,7 @@ def merge_changes(
             changes, key, tracked, op_col, ts_col, deletes, dim=dim, order_col=order_col, sk=sk
         )
 
-    return _merge(lake, name, changes, rows, sk, transaction)
+    return _merge(lake, name, changes, rows, sk, key, transaction)
 
 
 def merge_scd1(
@@ -292,17 +292,22 @@ def merge_scd1(
     def rows(dim):
         return scd1_rows(source, key, tracked, dim=dim, sk=sk).mutate(**{REMOVE: False})
 
-    return _merge(lake, name, source, rows, sk)
+    return _merge(lake, name, source, rows, sk, key)
 
 
-def _merge(lake, name, source, rows_of, sk, transaction=None) -> dict[str, int]:
-    """Compute the MERGE source on `source`'s engine against the table, then merge it."""
+def _merge(lake, name, source, rows_of, sk, key, transaction=None) -> dict[str, int]:
+    """Compute the MERGE source on `source`'s engine against the table, then merge it.
+
+    The merge matches on the business key too (the surrogate key implies it): delta-rs then
+    skips files whose key range the source misses, when the table is clustered by the key.
+    """
     con = source._find_backend(use_default=True)
     dim = lake.table(name, con) if lake.exists(name) else None
     rows = con.to_pyarrow(rows_of(dim))
     if rows.num_rows == 0 and transaction is None:
         return {"source_rows": 0, "inserted": 0, "updated": 0, "deleted": 0}
-    return lake.merge(name, rows, on=sk, delete_when=REMOVE, transaction=transaction)
+    on = [sk, *key]
+    return lake.merge(name, rows, on=on, delete_when=REMOVE, transaction=transaction)
 
 
 def _handle_bad(lake, name: str, bad: ibis.Table, key, on_bad: str, role: str) -> None:
