@@ -143,6 +143,7 @@ def psi_bins(base: ibis.Table, current: ibis.Table, column: str, bins: int = 10)
     b_share = np.maximum(merged.share_current, PSI_FLOOR)
     merged["psi"] = (b_share - a_share) * np.log(b_share / a_share)
     merged = merged[(merged.n_base > 0) | (merged.n_current > 0)]
+    merged = merged.astype({"n_base": "int64", "n_current": "int64"})
     return merged[
         ["label", "n_base", "n_current", "share_base", "share_current", "psi"]
     ].reset_index(drop=True)
