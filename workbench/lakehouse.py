@@ -224,8 +224,13 @@ class Lakehouse:
                 "use lake.merge(...) to upsert or delete rows.",
             )
         path = self.path(name)
-        if transaction is not None and self._already_committed(name, transaction):
-            return self.version(name)
+        # Open the table once: the transaction check, the write and the new version all use it
+        # (each open replays the Delta log; a stream writes every few seconds).
+        table = DeltaTable(str(path)) if self.exists(name) else None
+        if transaction is not None and table is not None:
+            last = table.transaction_version(transaction[0])
+            if last is not None and last >= transaction[1]:
+                return table.version()
         engine, reader = _to_reader(data)
         reader = _deltafy(reader)
         layer = name.split(".")[0]
@@ -234,7 +239,7 @@ class Lakehouse:
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             write_deltalake(
-                str(path),
+                str(path) if table is None else table,
                 reader,
                 mode=mode,
                 partition_by=partition_by,
@@ -250,7 +255,7 @@ class Lakehouse:
             if "validation" not in str(exc) and "nvariant" not in str(exc):
                 raise
             raise _constraint_error(name, exc) from exc
-        return self.version(name)
+        return self.version(name) if table is None else table.version()
 
     def merge(
         self,
