@@ -127,7 +127,8 @@ def recompute(lake: Lakehouse, con, changes: pa.Table, n: int, seed: int) -> flo
 def one_size(root: Path, n: int, m: int, files: int, backend: str, seed: int) -> list[dict]:
     con = backends.connect(backend)
     base = Lakehouse(root / "base")
-    build_silver(base, n, files, seed)
+    built, _ = timed(lambda: build_silver(base, n, files, seed))
+    print(f"{n:,} rows: silver built in {built:.1f} s", flush=True)
     results = []
     for name, hot in (("(a) newest 5% of keys", True), ("(b) keys at random", False)):
         folder = root / ("hot" if hot else "uniform")
@@ -140,6 +141,7 @@ def one_size(root: Path, n: int, m: int, files: int, backend: str, seed: int) ->
         removed, added = last_merge_files(lake)
         table = lake.delta("silver.customers").to_pyarrow_table()
         full_s, _ = timed(lambda lake=lake, t=table: lake.write("silver.customers", t, mode="overwrite"))
+        print(f"  {name}: apply {apply_s:.2f} s, full rewrite {full_s:.2f} s", flush=True)
         recompute_s = recompute(lake, con, changes, n, seed)
         results.append({
             "rows": n, "workload": name, "events": m, "keys touched": int(metrics.applied.sum()),
