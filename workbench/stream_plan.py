@@ -48,6 +48,7 @@ class Plan:
         self._build(Marks(0, 0), discover=True)
         self._building = False
         self.dead_schema = _empty(self.dead).schema
+        self.valid_schema = _empty(self.valid).schema
         self.out_schema = _empty(self.steps[-1][1].out if self.steps else self.valid).schema
         lates = [step.late for _, step in self.steps if step.late is not None]
         self.late_schema = _empty(lates[0]).schema if lates else None
@@ -62,8 +63,12 @@ class Plan:
             self._building = True
             self._build(marks)
             self._building = False
-        dead = self._get(self.dead, "dead")
-        rows = self._get(self.valid, "valid")
+        if _clean(raw):  # nothing can be a dead letter: skip two queries
+            dead = self.dead_schema.empty_table()
+            rows = raw.drop_columns(["error", "raw"]).cast(self.valid_schema)
+        else:
+            dead = self._get(self.dead, "dead")
+            rows = self._get(self.valid, "valid")
         self._put("rows_0", rows)
         outputs = []
         for i, (name, step) in enumerate(self.steps):
@@ -138,6 +143,15 @@ class Plan:
 
 _COMPILED: dict[tuple[str, str], dict[str, str]] = {}
 """Compiled SQL by (engine, query) and output label."""
+
+
+def _clean(raw: pa.Table) -> bool:
+    """True when no row can be a dead letter: no parse error, every event time and id set."""
+    return (
+        raw["error"].null_count == raw.num_rows
+        and raw["event_time"].null_count == 0
+        and raw["event_id"].null_count == 0
+    )
 
 
 def _marks_table(marks: Marks) -> pa.Table:

@@ -329,25 +329,29 @@ def _build(clicks: pa.Table, s: Settings, rng: np.random.Generator) -> pa.Table:
     )
 
 
-def files_from_log(log: EventLog, folder: str | Path, start: int, trigger: int) -> list[Path]:
-    """Record a log as JSON-lines files, one per trigger interval of arrival time (for replay)."""
-    folder = Path(folder)
+def files_from_log(log: EventLog, folder: str | Path, trigger) -> list[Path]:
+    """Record a log as JSON-lines files, one per trigger that has arrivals, named in order:
+    what a runner with that trigger reads in each batch (to replay it with JsonLinesSource)."""
+    folder, step = Path(folder), tm.duration(trigger, "trigger")
     folder.mkdir(parents=True, exist_ok=True)
-    events = log.events
-    arrival = pc.cast(events["arrival_time"], pa.int64()).to_numpy()
-    batch = (arrival - start) // trigger
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
-    con.register("events", events.append_column("batch", pa.array(batch)))
+    start = log.start_clock() - log.start_clock() % step  # as the runner aligns its clock
+    arrival = pc.cast(log.events["arrival_time"], pa.int64()).to_numpy()
+    batch = np.maximum(-(-(arrival - start) // step) - 1, 0)  # read at the end of its trigger
+    con = _duckdb()
+    con.register("events", log.events.append_column("batch", pa.array(batch)))
     written = []
-    for b in sorted(set(batch.tolist())):
-        path = folder / f"batch-{b:05d}.jsonl"
+    for b in np.unique(batch).tolist():  # one file per batch, not per row
+        path = folder / f"batch-{b:06d}.jsonl"
         con.execute(
             "COPY (SELECT event_id, key, strftime(event_time, '%Y-%m-%dT%H:%M:%S.%fZ') AS "
-            "event_time, kind, value, ref FROM events WHERE batch = ? "
-            "ORDER BY partition, offset) TO '" + str(path).replace("'", "''") + "' (FORMAT json)",
+            'event_time, kind, value, ref FROM events WHERE batch = ? ORDER BY "partition", "offset")'
+            f" TO '{_sql_path(path)}' (FORMAT json)",
             [b],
         )
         written.append(path)
-    con.close()
+    con.unregister("events")
     return written
+
+
+def _sql_path(path: Path) -> str:
+    return str(path).replace("'", "''")
