@@ -323,6 +323,7 @@ def test_duplicate_keys_raise_naming_them_or_go_to_quarantine(con, lake):
     assert sorted(
         (r["customer_id"], r["city"], r["reason"], r["snapshot_as_of"]) for r in quarantined
     ) == [
+        (2, "Paris", "duplicate key", T[2]),  # an exact duplicate is a duplicate key too
         (2, "Paris", "duplicate key", T[2]),
         (2, "Porto", "duplicate key", T[2]),
     ]

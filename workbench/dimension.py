@@ -77,10 +77,10 @@ def bad_snapshot_rows(
     snapshot: ibis.Table, key: list[str], tracked: list[str], by: list[str] = ()
 ) -> ibis.Table:
     """Rows of a snapshot that cannot be applied, with a `reason`: a key (per `by`, e.g. the
-    snapshot time) with a null part, or with two different rows (exact duplicates count once)."""
+    snapshot time) with a null part, or found on more than one row."""
     by = list(by)
     check_columns(snapshot, key + tracked + by, "snapshot")
-    rows = snapshot.select(*key, *tracked, *by).distinct()
+    rows = snapshot.select(*key, *tracked, *by)
     null_key = _any_null(rows, key + by)
     counts = rows.filter(~null_key).group_by(key + by).agg(_n=ibis._.count())
     dup_keys = counts.filter(counts._n > 1).select(*key, *by)
@@ -95,12 +95,11 @@ def clean_snapshot(
 ) -> ibis.Table:
     """The snapshot's key and tracked columns, without the rows `bad_snapshot_rows` finds."""
     by = list(by)
-    rows = snapshot.select(*key, *tracked, *by).distinct()
+    rows = snapshot.select(*key, *tracked, *by)
     rows = rows.filter(~_any_null(rows, key + by))
     counts = rows.group_by(key + by).agg(_n=ibis._.count())
-    return rows.semi_join(counts.filter(counts._n == 1).select(*key, *by), key + by).select(
-        rows.columns
-    )
+    single = counts.filter(counts._n == 1).select(*key, *by)
+    return rows.semi_join(single, key + by).select(rows.columns)
 
 
 def _change_rows(changes, key, tracked, op_col, ts_col, order_col) -> ibis.Table:
@@ -160,3 +159,9 @@ def _any_null(table: ibis.Table, columns: list[str]) -> ibis.BooleanValue:
     for c in columns:
         flag = flag | table[c].isnull()
     return flag
+
+
+def same(a: ibis.Value, b: ibis.Value) -> ibis.BooleanValue:
+    """Null-safe equality (two nulls are equal), spelled out: Ibis's `identical_to` compiles
+    to `IS NOT DISTINCT FROM`, which DataFusion binds looser than a surrounding `AND`."""
+    return (a == b).fill_null(False) | (a.isnull() & b.isnull())

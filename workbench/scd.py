@@ -47,6 +47,7 @@ from workbench.dimension import (
     clean_changes,
     clean_snapshot,
     empty_dim,
+    same,
 )
 from workbench.errors import WorkbenchError
 from workbench.history import REMOVE
@@ -68,14 +69,48 @@ def scd2_from_snapshot(
     dim: ibis.Table | None = None,
     deletes: Literal["ignore", "invalidate", "new_record"] = "invalidate",
     sk: str = "sk",
+    checked: bool = False,
 ) -> ibis.Table:
     """The SCD2 MERGE source for a full snapshot of the source table taken at `as_of`.
 
     A key missing from the snapshot was deleted at `as_of` (per `deletes`); keys with
     duplicate rows or null parts are left out entirely (neither applied nor deleted).
+    `checked=True` says the caller found no such rows (`bad_snapshot_rows`): one pass less.
     """
-    tagged = snapshot.mutate(**{AS_OF: ibis.literal(_utc(as_of), TS)})
-    return scd2_from_snapshots(tagged, key, tracked, AS_OF, deletes, dim=dim, sk=sk)
+    check_policy(deletes)
+    check_columns(snapshot, key + tracked, "snapshot")
+    dim = empty_dim(snapshot, key, tracked, sk) if dim is None else dim
+    at = ibis.literal(_utc(as_of), TS)
+    # One outer join of the snapshot with the rows alive at `as_of` finds updates, inserts,
+    # deletes and unchanged keys at once (a batch of snapshots takes the general path).
+    rows = _like(snapshot, dim, key + tracked).mutate(_in=ibis.literal(True))
+    if checked:
+        rows = rows.mutate(_n=ibis.literal(1, "int64"))
+    else:
+        counts = rows.group_by(key).agg(_n=ibis._.count())
+        rows = rows.join(counts, key)  # null keys drop out here
+    alive = dim.filter(
+        dim.valid_from <= at,
+        dim.valid_to.isnull() | (dim.valid_to > at),
+        ~dim.is_deleted,
+        ~dim.is_inferred,  # an inferred member has not arrived yet: absent is not deleted
+    )
+    alive = alive.select(*[alive[c].name(f"_a_{c}") for c in key + tracked])
+    j = rows.outer_join(alive, [rows[k] == alive[f"_a_{k}"] for k in key])
+    present, known = j._in.notnull(), j[f"_a_{key[0]}"].notnull()
+    unchanged = known
+    for c in tracked:
+        unchanged = unchanged & same(j[c], j[f"_a_{c}"])
+    bad = j._n > 1  # duplicate rows of a key: not applied, and not a delete either
+    noop = present.ifelse(bad | unchanged, ibis.literal(deletes == "ignore"))
+    events = j.select(
+        *[present.ifelse(j[k], j[f"_a_{k}"]).name(k) for k in key],
+        *[present.ifelse(j[c], ibis.null(dim[c].type())).name(c) for c in tracked],
+        _ts=at,
+        _kind=present.ifelse("upsert", "delete"),
+        _noop=noop,
+    )
+    return history.rebuild(dim, events, key, tracked, sk, deletes, one_per_key=True)
 
 
 def scd2_from_snapshots(
@@ -101,6 +136,7 @@ def scd2_from_snapshots(
     )
     if deletes != "ignore":
         events = events.union(_snapshot_deletes(snapshots, dim, key, tracked, as_of_col))
+    events = history.flag_noops(dim, events, key, tracked)
     return history.rebuild(dim, events, key, tracked, sk, deletes)
 
 
@@ -154,6 +190,7 @@ def scd2_from_changes(
     )
     if deletes == "ignore":
         events = events.filter(events._kind != "delete")
+    events = history.flag_noops(dim, events, key, tracked)
     return history.rebuild(dim, events, key, tracked, sk, deletes)
 
 
@@ -215,7 +252,15 @@ def merge_snapshot(
     time (`snapshot_as_of`), and the rest is applied.
     """
     tagged = snapshot.mutate(**{AS_OF: ibis.literal(_utc(as_of), TS)})
-    return merge_snapshots(lake, name, tagged, key, tracked, AS_OF, deletes, sk=sk, on_bad=on_bad)
+    bad = bad_snapshot_rows(tagged, key, tracked, by=[AS_OF])
+    clean = _handle_bad(lake, name, bad, key, on_bad, "snapshot") == 0
+
+    def rows(dim):
+        return scd2_from_snapshot(
+            snapshot, as_of, key, tracked, dim=dim, deletes=deletes, sk=sk, checked=clean
+        )
+
+    return _merge(lake, name, snapshot, rows, sk, key)
 
 
 def merge_snapshots(
@@ -310,8 +355,9 @@ def _merge(lake, name, source, rows_of, sk, key, transaction=None) -> dict[str, 
     return lake.merge(name, rows, on=on, delete_when=REMOVE, transaction=transaction)
 
 
-def _handle_bad(lake, name: str, bad: ibis.Table, key, on_bad: str, role: str) -> None:
-    """Raise naming the rows that cannot be applied, or append them to the quarantine table."""
+def _handle_bad(lake, name: str, bad: ibis.Table, key, on_bad: str, role: str) -> int:
+    """Raise naming the rows that cannot be applied, or append them to the quarantine table;
+    returns how many there were."""
     if on_bad not in BAD:
         raise WorkbenchError(
             f"Unknown on_bad={on_bad!r}.",
@@ -320,10 +366,10 @@ def _handle_bad(lake, name: str, bad: ibis.Table, key, on_bad: str, role: str) -
         )
     found: pa.Table = bad._find_backend(use_default=True).to_pyarrow(bad)
     if found.num_rows == 0:
-        return
+        return 0
     if on_bad == "quarantine":
         lake.write(f"{name}_quarantine", found, mode="append", schema_mode="merge")
-        return
+        return found.num_rows
     listed = found.select([*key, "reason"]).to_pylist()
     named = sorted(
         {", ".join(f"{k}={row[k]!r}" for k in key) + f" ({row['reason']})" for row in listed}
