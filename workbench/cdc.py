@@ -33,7 +33,7 @@ from workbench.cdc_capture import (
 from workbench.cdc_feed import silver_changes, update_dimension
 from workbench.cdc_parse import DEAD_SCHEMA, META, Parsed, parse
 from workbench.cdc_reconcile import BOOKKEEPING, Reconciliation, differences, live, reconcile
-from workbench.cdc_rules import conflicting, deduplicate, held, latest, settle, unapplied
+from workbench.cdc_rules import conflicting, deduplicate, latest, settle, unapplied
 from workbench.cdc_source import KEYS, Catalog, Source, TableSpec
 from workbench.cdc_workload import Workload
 from workbench.errors import SchemaMismatchError, WorkbenchError
@@ -42,7 +42,7 @@ from workbench.lakehouse import Lakehouse
 __all__ = [
     "APPLIED", "BOOKKEEPING", "DEAD_LETTER", "EVENTS", "KEYS", "Capture", "Catalog", "Parsed",
     "Reconciliation", "Source", "TableSpec", "Workload", "apply", "apply_changes",
-    "apply_pending", "changes", "conflicting", "deduplicate", "differences", "disorder", "held",
+    "apply_pending", "changes", "conflicting", "deduplicate", "differences", "disorder",
     "land", "latest", "live", "parse", "pending", "reconcile", "settle", "silver_changes",
     "silver_name", "snapshot", "snapshot_diff", "tombstone_name", "unapplied", "update_dimension",
 ]  # fmt: skip
@@ -94,7 +94,7 @@ def apply_changes(
         winners = winners.anti_join(_on(con, f"{table}_bad", bad)[0], key)
     tombstones = f"{target}_tombstones"  # silver.customers -> silver.customers_tombstones
     tables = [lake.table(n, con) for n in (target, tombstones) if lake.exists(n)]
-    todo = unapplied(winners, held(tables, key), key) if tables else winners
+    todo = unapplied(winners, tables, key)
     todo, n_todo = _on(con, f"{table}_todo", todo)
     n = {"events": arrow.num_rows, "distinct": n_distinct.num_rows,
          "winners": n_winners.num_rows - bad.num_rows, "todo": n_todo.num_rows}  # fmt: skip

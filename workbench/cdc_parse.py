@@ -62,18 +62,17 @@ def _text(value: str) -> str:
 _INFERRED = {"BIGINT": pa.int64(), "UBIGINT": pa.int64(), "DOUBLE": pa.float64(),
              "BOOLEAN": pa.bool_(), "VARCHAR": pa.string()}  # fmt: skip
 """Types of columns seen only in JSON (e.g. added at the source); mixed ones stay text."""
-_ENVELOPE = json.dumps({"op": "VARCHAR", "before": "JSON", "after": "JSON",
+_MAP = "MAP(VARCHAR, VARCHAR)"
+_ENVELOPE = json.dumps({"op": "VARCHAR", "before": _MAP, "after": _MAP,
                         "source": {"table": "VARCHAR", "lsn": "VARCHAR", "txId": "VARCHAR",
                                    "ts_ms": "VARCHAR"}})  # fmt: skip
-# One json_transform per envelope and one per image, not one parse per field: 20x faster.
+# One json_transform per envelope, row images as maps of text: no field is parsed twice
+# (20x faster than a json_extract per field). A non-object image becomes null.
 _ENVELOPES = """
     CREATE TEMP TABLE env AS
-    WITH r AS (
-        SELECT *, json_valid(value) AS ok,
-               CASE WHEN json_valid(value) THEN json_transform(value, {structure}) END AS e
-        FROM raw WHERE value IS NOT NULL)
+    WITH r AS (SELECT *, json_valid(value) AS ok FROM raw WHERE value IS NOT NULL),
+    p AS (SELECT *, CASE WHEN ok THEN json_transform(value, {structure}) END AS e FROM r)
     SELECT batch_id, position, topic, key, value,
-           CASE WHEN json_valid(key) THEN key END AS k,
            e.op AS op, e.source."table" AS tbl,
            TRY_CAST(e.source.lsn AS BIGINT) AS lsn,
            TRY_CAST(e.source.txId AS BIGINT) AS tx_id,
@@ -90,10 +89,9 @@ _ENVELOPES = """
                THEN 'source.lsn missing or not an integer'
              WHEN TRY_CAST(e.source.ts_ms AS BIGINT) IS NULL
                THEN 'source.ts_ms missing or not an integer'
-             WHEN e.op <> 'd' AND coalesce(json_type(e.after), 'NULL') <> 'OBJECT'
-               THEN 'after missing on op ''' || e.op || ''''
+             WHEN e.op <> 'd' AND e.after IS NULL THEN 'after missing on op ''' || e.op || ''''
            END AS reason
-    FROM r"""
+    FROM p"""
 
 
 def parse(raw: pa.Table, catalog: Catalog, known: Mapping[str, pa.Schema] | None = None) -> Parsed:
@@ -114,9 +112,12 @@ def parse(raw: pa.Table, catalog: Catalog, known: Mapping[str, pa.Schema] | None
         schema = _schema(db, where, spec.schema, (known or {}).get(table))
         cols, checks = [], []
         for f in schema:
-            raw_value = f"img.{_ident(f.name)}"
+            raw_value = f"image[{_text(f.name)}]"
             if f.name in spec.key:  # a delete without a before image keeps its key in `key`
-                raw_value = f"coalesce({raw_value}, json_extract_string(k, {_path(f.name)}))"
+                from_key = (
+                    f"CASE WHEN json_valid(key) THEN json_extract_string(key, {_path(f.name)}) END"
+                )
+                raw_value = f"coalesce({raw_value}, {from_key})"
             value = f"TRY_CAST({raw_value} AS {_sql(f.type)})"
             cols.append(f"{value} AS {_ident(f.name)}")
             if f.name in spec.key:
@@ -127,14 +128,13 @@ def parse(raw: pa.Table, catalog: Catalog, known: Mapping[str, pa.Schema] | None
         problem = "CASE " + " ".join(f"WHEN {c} THEN {_text(r)}" for c, r in checks) + " END"
         if not checks:
             problem = "NULL"
-        strings = _text(json.dumps({f.name: "VARCHAR" for f in schema}))
         db.execute(f"""
             CREATE OR REPLACE TEMP TABLE t AS
             SELECT {", ".join(cols) or "1 AS _none"}, op AS _op, lsn AS _lsn, tx_id AS _tx_id,
                    commit_ms AS _commit_ms, position AS _position, {problem} AS _problem,
                    batch_id AS _r_batch_id, position AS _r_position, topic AS _r_topic,
                    key AS _r_key, value AS _r_value
-            FROM (SELECT *, json_transform(image, {strings}) AS img FROM env WHERE {where})""")
+            FROM env WHERE {where}""")
         dead.append(_dead(db, "_problem IS NOT NULL", "_problem", _text(table), prefix="_r_"))
         names = ", ".join(_ident(f.name) for f in schema)
         good = db.execute(
@@ -148,21 +148,27 @@ def parse(raw: pa.Table, catalog: Catalog, known: Mapping[str, pa.Schema] | None
 
 
 def _schema(db, where: str, declared: pa.Schema, known: pa.Schema | None) -> pa.Schema:
-    """The declared columns, then known ones, then any other key the batch's images carry."""
+    """The declared columns, then known ones, then any other key the batch's images carry
+    (typed from the JSON itself: the rare path, parsed again only for the rows that have one)."""
     fields = list(declared)
     names = set(declared.names)
     for f in known or []:
         if f.name not in names and not f.name.startswith("_"):
             fields.append(f)
             names.add(f.name)
-    (structure,) = db.execute(
-        f"SELECT json_group_structure(image) FROM env WHERE {where} AND json_type(image) = 'OBJECT'"
-    ).fetchone()
-    for name, kind in sorted(json.loads(structure or "{}").items()):
-        if name not in names and not name.startswith("_"):
-            inferred = _INFERRED.get(kind, pa.string()) if isinstance(kind, str) else pa.string()
-            fields.append(pa.field(name, inferred))
-            names.add(name)
+    seen = db.execute(f"SELECT DISTINCT unnest(map_keys(image)) FROM env WHERE {where}").fetchall()
+    new = sorted(n for (n,) in seen if n not in names and not n.startswith("_"))
+    if new:
+        side = "CASE WHEN op = 'd' THEN value->'before' ELSE value->'after' END"
+        has = " OR ".join(f"map_contains(image, {_text(n)})" for n in new)
+        (structure,) = db.execute(
+            f"SELECT json_group_structure({side}) FROM env WHERE {where} AND ({has})"
+        ).fetchone()
+        kinds = json.loads(structure or "{}")
+        for name in new:
+            kind = kinds.get(name)
+            fields.append(pa.field(name, _INFERRED.get(kind, pa.string()) if isinstance(kind, str)
+                                   else pa.string()))  # fmt: skip
     return pa.schema(fields)
 
 

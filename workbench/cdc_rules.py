@@ -2,8 +2,7 @@
 
 Together they make applying a batch idempotent: exact duplicates collapse (`deduplicate`), per
 key the highest LSN wins (`latest`, `settle`), ties that disagree are set apart
-(`conflicting`), and only changes newer than what the lake holds survive (`held`,
-`unapplied`). `workbench.cdc.apply_changes` runs them at the edge and merges the result.
+(`conflicting`), and only changes newer than what the lake holds survive (`unapplied`). `workbench.cdc.apply_changes` runs them at the edge and merges the result.
 """
 
 from __future__ import annotations
@@ -48,16 +47,15 @@ def conflicting(winners: ibis.Table, key: list[str]) -> ibis.Table:
     return winners.semi_join(groups.filter(groups._n > 1), key)
 
 
-def held(tables: list[ibis.Table], key: list[str]) -> ibis.Table:
-    """Per key, the highest LSN the lake already holds (rows and tombstones)."""
-    parts = [t.select(*key, "_lsn") for t in tables]
-    both = parts[0] if len(parts) == 1 else ibis.union(*parts)
-    return both.group_by(key).agg(_held=both._lsn.max())
-
-
-def unapplied(winners: ibis.Table, holding: ibis.Table, key: list[str]) -> ibis.Table:
-    """The winners newer than what the lake holds for their key: older ones change nothing."""
-    h = holding.rename({f"_h_{k}": k for k in key})
-    joined = winners.left_join(h, [winners[k] == h[f"_h_{k}"] for k in key])
-    keep = joined._held.isnull() | (joined._lsn > joined._held)
-    return joined.filter(keep).select(*winners.columns)
+def unapplied(winners: ibis.Table, holding: list[ibis.Table], key: list[str]) -> ibis.Table:
+    """The winners newer than what the lake holds for their key (its row, or the tombstone a
+    delete left): older ones change nothing. Each table in `holding` has one row per key, so
+    plain left joins do, and the engine reads only the keys it probes for (no aggregation
+    over the whole table)."""
+    keep = winners
+    for i, table in enumerate(holding):
+        h = table.select(*[table[k].name(f"_h{i}_{k}") for k in key], **{f"_h{i}": table._lsn})
+        joined = keep.left_join(h, [keep[k] == h[f"_h{i}_{k}"] for k in key])
+        newer = joined[f"_h{i}"].isnull() | (joined._lsn > joined[f"_h{i}"])
+        keep = joined.filter(newer).select(*winners.columns)
+    return keep
