@@ -21,8 +21,8 @@ import pyarrow as pa
 import pytest
 
 from workbench import scd
+from workbench.dimension import inferred_members, point_in_time
 from workbench.errors import WorkbenchError
-from workbench.modeling import inferred_members, point_in_time
 
 UTC = dt.UTC
 T = {i: dt.datetime(2026, i, 1, tzinfo=UTC) for i in range(1, 6)}

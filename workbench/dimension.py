@@ -1,14 +1,18 @@
-"""A dimension table's columns, and the checks on what is loaded into one: missing columns are
-named at once; rows that cannot be applied (null keys, duplicate keys, unknown operations) are
-found by pure functions, so the caller can raise or quarantine them with a reason."""
+"""A dimension table: its columns; the checks on what is loaded into it (missing columns are
+named at once; rows that cannot be applied, such as null or duplicate keys, are found by pure
+functions, so the caller can raise or quarantine them with a reason); and how facts find their
+row in it (the point-in-time join, inferred members for rows that have not arrived)."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+from collections.abc import Iterator
 
 import ibis
 import ibis.expr.datatypes as dtypes
 
+from workbench import keys as hashing
 from workbench.errors import WorkbenchError
 
 DELETES = ("ignore", "invalidate", "new_record")
@@ -42,6 +46,22 @@ def empty_dim(source: ibis.Table, key: list[str], tracked: list[str], sk: str = 
         is_deleted=ibis.literal(False),
         is_inferred=ibis.literal(False),
     )
+
+
+@contextlib.contextmanager
+def unfused() -> Iterator[None]:
+    """Compile SQL without merging each select into the next (`ibis.options.sql.fuse_selects`).
+
+    Fusing inlines the hash expressions of these pipelines into every later step: measured on
+    the SCD2 step of 1M rows on DuckDB, unfused SQL compiles twice as fast (0.18 s vs 0.37 s)
+    and runs about 20% faster. Engines without SQL (polars) are unaffected.
+    """
+    before = ibis.options.sql.fuse_selects
+    ibis.options.sql.fuse_selects = False
+    try:
+        yield
+    finally:
+        ibis.options.sql.fuse_selects = before
 
 
 def check_policy(deletes: str) -> None:
@@ -165,3 +185,58 @@ def same(a: ibis.Value, b: ibis.Value) -> ibis.BooleanValue:
     """Null-safe equality (two nulls are equal), spelled out: Ibis's `identical_to` compiles
     to `IS NOT DISTINCT FROM`, which DataFusion binds looser than a surrounding `AND`."""
     return (a == b).fill_null(False) | (a.isnull() & b.isnull())
+
+
+# -- facts meet dimensions ---------------------------------------------------------------------
+
+
+def inferred_members(
+    facts: ibis.Table, key: list[str], *, dim: ibis.Table, sk: str = "sk", scd2: bool = True
+) -> ibis.Table:
+    """One placeholder row per key that `facts` reference and `dim` lacks (Kimball's inferred
+    member): tracked columns null, `is_inferred = true`, completed in place when the real row
+    arrives. An SCD2 member is valid from `EARLIEST`, so facts of any time find it."""
+    check_columns(facts, key, "facts")
+    wanted = facts.select(*[facts[k].cast(dim[k].type()).name(k) for k in key])
+    wanted = wanted.filter(*[wanted[k].notnull() for k in key]).distinct()
+    missing = wanted.anti_join(dim.select(*key), key)
+    values = {c: ibis.null(t) for c, t in dim.schema().items() if c not in key and c != sk}
+    values |= {"row_hash": ibis.null(dtypes.string), "is_inferred": ibis.literal(True)}
+    if scd2:
+        values |= {
+            "valid_from": ibis.literal(EARLIEST, TS),
+            "is_current": ibis.literal(True),
+            "is_deleted": ibis.literal(False),
+        }
+    rows = missing.mutate(**values)
+    return rows.mutate(
+        **{sk: hashing.hash_key(rows, key + (["valid_from"] if scd2 else []))}
+    ).select(dim.columns)
+
+
+def point_in_time(
+    facts: ibis.Table, dim: ibis.Table, key: list[str], at: str, sk: str = "sk"
+) -> ibis.Table:
+    """`facts` with the `sk` of the dimension version valid at their column `at`.
+
+    A version covers its time until the key's next version starts: a fact in a deleted gap
+    gets the last version before it, and a fact older than the first version gets the first,
+    so a fact whose key is in the dimension gets exactly one version (null when it is not:
+    add inferred members first).
+    """
+    check_columns(facts, key + [at], "facts")
+    w = ibis.window(group_by=[dim[k] for k in key], order_by=dim.valid_from)
+    first = dim.valid_from.lag().over(w).isnull()
+    spans = dim.select(
+        *[dim[k].name(f"_k_{k}") for k in key],
+        _sk=dim[sk],
+        _since=first.ifelse(ibis.literal(EARLIEST, TS), dim.valid_from),
+        _until=dim.valid_from.lead().over(w),
+    )
+    # An equi-join on the key, then the interval as a filter: Ibis's polars backend joins on
+    # equalities only. Spans of a key cover all time, so exactly one row per fact survives.
+    joined = facts.left_join(spans, [facts[k] == spans[f"_k_{k}"] for k in key])
+    when = joined[at].cast(TS)
+    inside = (joined._since <= when) & (joined._until.isnull() | (when < joined._until))
+    joined = joined.filter(joined._sk.isnull() | inside)
+    return joined.select(*facts.columns, joined._sk.name(sk))

@@ -14,12 +14,11 @@ from __future__ import annotations
 import datetime as dt
 
 import ibis
-import ibis.expr.datatypes as dtypes
 import pyarrow as pa
 
 from workbench import datasets, scd
 from workbench import keys as hashing
-from workbench.dimension import EARLIEST, TS, check_columns
+from workbench.dimension import TS, inferred_members, point_in_time, unfused
 from workbench.errors import WorkbenchError
 
 CUSTOMER_KEY = ["customer_id"]
@@ -182,31 +181,7 @@ def date_key(ts: ibis.TimestampValue) -> ibis.IntegerValue:
     ).cast("int32")
 
 
-# -- inferred members and the point-in-time join ---------------------------------------------
-
-
-def inferred_members(
-    facts: ibis.Table, key: list[str], *, dim: ibis.Table, sk: str = "sk", scd2: bool = True
-) -> ibis.Table:
-    """One placeholder row per key that `facts` reference and `dim` lacks (Kimball's inferred
-    member): tracked columns null, `is_inferred = true`, completed in place when the real row
-    arrives. An SCD2 member is valid from `EARLIEST`, so facts of any time find it."""
-    check_columns(facts, key, "facts")
-    wanted = facts.select(*[facts[k].cast(dim[k].type()).name(k) for k in key])
-    wanted = wanted.filter(*[wanted[k].notnull() for k in key]).distinct()
-    missing = wanted.anti_join(dim.select(*key), key)
-    values = {c: ibis.null(t) for c, t in dim.schema().items() if c not in key and c != sk}
-    values |= {"row_hash": ibis.null(dtypes.string), "is_inferred": ibis.literal(True)}
-    if scd2:
-        values |= {
-            "valid_from": ibis.literal(EARLIEST, TS),
-            "is_current": ibis.literal(True),
-            "is_deleted": ibis.literal(False),
-        }
-    rows = missing.mutate(**values)
-    return rows.mutate(
-        **{sk: hashing.hash_key(rows, key + (["valid_from"] if scd2 else []))}
-    ).select(dim.columns)
+# -- inferred members in the lake ------------------------------------------------------------
 
 
 def merge_inferred(
@@ -215,38 +190,11 @@ def merge_inferred(
     """Insert the inferred members `facts` need into dimension `name` (one MERGE)."""
     con = facts._find_backend(use_default=True)
     dim = lake.table(name, con)
-    rows = con.to_pyarrow(inferred_members(facts, key, dim=dim, sk=sk, scd2=scd2))
+    with unfused():
+        rows = con.to_pyarrow(inferred_members(facts, key, dim=dim, sk=sk, scd2=scd2))
     if rows.num_rows == 0:
         return {"source_rows": 0, "inserted": 0, "updated": 0, "deleted": 0}
     return lake.merge(name, rows, on=sk, when_matched="ignore")
-
-
-def point_in_time(
-    facts: ibis.Table, dim: ibis.Table, key: list[str], at: str, sk: str = "sk"
-) -> ibis.Table:
-    """`facts` with the `sk` of the dimension version valid at their column `at`.
-
-    A version covers its time until the key's next version starts: a fact in a deleted gap
-    gets the last version before it, and a fact older than the first version gets the first,
-    so a fact whose key is in the dimension gets exactly one version (null when it is not:
-    add inferred members first).
-    """
-    check_columns(facts, key + [at], "facts")
-    w = ibis.window(group_by=[dim[k] for k in key], order_by=dim.valid_from)
-    first = dim.valid_from.lag().over(w).isnull()
-    spans = dim.select(
-        *[dim[k].name(f"_k_{k}") for k in key],
-        _sk=dim[sk],
-        _since=first.ifelse(ibis.literal(EARLIEST, TS), dim.valid_from),
-        _until=dim.valid_from.lead().over(w),
-    )
-    # An equi-join on the key, then the interval as a filter: Ibis's polars backend joins on
-    # equalities only. Spans of a key cover all time, so exactly one row per fact survives.
-    joined = facts.left_join(spans, [facts[k] == spans[f"_k_{k}"] for k in key])
-    when = joined[at].cast(TS)
-    inside = (joined._since <= when) & (joined._until.isnull() | (when < joined._until))
-    joined = joined.filter(joined._sk.isnull() | inside)
-    return joined.select(*facts.columns, joined._sk.name(sk))
 
 
 # -- the star ---------------------------------------------------------------------------------
@@ -284,38 +232,41 @@ def build_star(lake, con: ibis.BaseBackend, fiscal_start: int = FISCAL_START) ->
     `dim_customer` comes from the customers' change feed (one MERGE), `dim_product` from an
     SCD1 upsert; facts whose customer or product is missing get inferred members first.
     """
-    silver = {
-        "customers": silver_customers(lake.table("bronze.customers", con)),
-        "products": silver_products(lake.table("bronze.products", con)),
-        "orders": silver_orders(lake.table("bronze.orders", con)),
-        "order_lines": silver_order_lines(lake.table("bronze.order_lines", con)),
-    }
-    for name, expr in silver.items():
-        lake.write(f"silver.{name}", expr, mode="overwrite")
-    t = {name: lake.table(f"silver.{name}", con) for name in silver}
-    changes = customer_changes(t["customers"])
-    scd.merge_changes(
-        lake, "gold.dim_customer", changes, CUSTOMER_KEY, CUSTOMER_TRACKED, sk="customer_sk"
-    )
-    scd.merge_scd1(
-        lake, "gold.dim_product", t["products"], PRODUCT_KEY, PRODUCT_TRACKED, sk="product_sk"
-    )
-    merge_inferred(lake, "gold.dim_customer", t["orders"], CUSTOMER_KEY, sk="customer_sk")
-    merge_inferred(
-        lake, "gold.dim_product", t["order_lines"], PRODUCT_KEY, sk="product_sk", scd2=False
-    )
-    span = (
-        t["orders"]
-        .agg(lo=t["orders"].order_date.min(), hi=t["orders"].order_date.max())
-        .to_pyarrow()
-    )
-    days = calendar(con, span["lo"][0].as_py(), span["hi"][0].as_py())
-    lake.write("gold.dim_date", dim_date(days, fiscal_start), mode="overwrite")
-    dim_customer = lake.table("gold.dim_customer", con)
-    lake.write(
-        "gold.fact_sales", fact_sales(t["orders"], t["order_lines"], dim_customer), mode="overwrite"
-    )
-    return {n: lake.table(n, con).count().to_pyarrow().as_py() for n in STAR}
+    with unfused():  # see `dimension.unfused`
+        silver = {
+            "customers": silver_customers(lake.table("bronze.customers", con)),
+            "products": silver_products(lake.table("bronze.products", con)),
+            "orders": silver_orders(lake.table("bronze.orders", con)),
+            "order_lines": silver_order_lines(lake.table("bronze.order_lines", con)),
+        }
+        for name, expr in silver.items():
+            lake.write(f"silver.{name}", expr, mode="overwrite")
+        t = {name: lake.table(f"silver.{name}", con) for name in silver}
+        changes = customer_changes(t["customers"])
+        scd.merge_changes(
+            lake, "gold.dim_customer", changes, CUSTOMER_KEY, CUSTOMER_TRACKED, sk="customer_sk"
+        )
+        scd.merge_scd1(
+            lake, "gold.dim_product", t["products"], PRODUCT_KEY, PRODUCT_TRACKED, sk="product_sk"
+        )
+        merge_inferred(lake, "gold.dim_customer", t["orders"], CUSTOMER_KEY, sk="customer_sk")
+        merge_inferred(
+            lake, "gold.dim_product", t["order_lines"], PRODUCT_KEY, sk="product_sk", scd2=False
+        )
+        span = (
+            t["orders"]
+            .agg(lo=t["orders"].order_date.min(), hi=t["orders"].order_date.max())
+            .to_pyarrow()
+        )
+        days = calendar(con, span["lo"][0].as_py(), span["hi"][0].as_py())
+        lake.write("gold.dim_date", dim_date(days, fiscal_start), mode="overwrite")
+        dim_customer = lake.table("gold.dim_customer", con)
+        lake.write(
+            "gold.fact_sales",
+            fact_sales(t["orders"], t["order_lines"], dim_customer),
+            mode="overwrite",
+        )
+        return {n: lake.table(n, con).count().to_pyarrow().as_py() for n in STAR}
 
 
 STAR = ("gold.dim_customer", "gold.dim_product", "gold.dim_date", "gold.fact_sales")

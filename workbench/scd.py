@@ -1,5 +1,5 @@
-"""Slowly changing dimensions: SCD2 from snapshots or a change feed, SCD1 upserts, inferred
-members and the point-in-time join, as pure Ibis functions plus one Delta MERGE per batch.
+"""Slowly changing dimensions: SCD2 from a change feed (and, from `snapshots.py`, from full
+snapshots), SCD1 upserts, and loading each into the lake with one Delta MERGE per batch.
 
 A dimension table has these columns (dbt / SQLMesh vocabulary, see design.md):
 `sk` (md5 of the key and `valid_from`; of the key alone for SCD1), the key columns, the
@@ -47,119 +47,16 @@ from workbench.dimension import (
     clean_changes,
     clean_snapshot,
     empty_dim,
-    same,
+    unfused,
 )
 from workbench.errors import WorkbenchError
 from workbench.history import REMOVE
+from workbench.snapshots import AS_OF, scd2_from_snapshot, scd2_from_snapshots, utc
 
 UPSERT_OPS = ("c", "u", "r")
 DELETE_OPS = ("d",)
-AS_OF = "snapshot_as_of"
-"""The column `scd2_from_snapshot` tags a single snapshot with."""
 BAD = ("raise", "quarantine")
 """What a load does with rows it cannot apply: raise naming them, or quarantine them."""
-
-
-def scd2_from_snapshot(
-    snapshot: ibis.Table,
-    as_of: dt.datetime,
-    key: list[str],
-    tracked: list[str],
-    *,
-    dim: ibis.Table | None = None,
-    deletes: Literal["ignore", "invalidate", "new_record"] = "invalidate",
-    sk: str = "sk",
-    checked: bool = False,
-) -> ibis.Table:
-    """The SCD2 MERGE source for a full snapshot of the source table taken at `as_of`.
-
-    A key missing from the snapshot was deleted at `as_of` (per `deletes`); keys with
-    duplicate rows or null parts are left out entirely (neither applied nor deleted).
-    `checked=True` says the caller found no such rows (`bad_snapshot_rows`): one pass less.
-    """
-    check_policy(deletes)
-    check_columns(snapshot, key + tracked, "snapshot")
-    dim = empty_dim(snapshot, key, tracked, sk) if dim is None else dim
-    at = ibis.literal(_utc(as_of), TS)
-    # One outer join of the snapshot with the rows alive at `as_of` finds updates, inserts,
-    # deletes and unchanged keys at once (a batch of snapshots takes the general path).
-    rows = _like(snapshot, dim, key + tracked).mutate(_in=ibis.literal(True))
-    if checked:
-        rows = rows.mutate(_n=ibis.literal(1, "int64"))
-    else:
-        counts = rows.group_by(key).agg(_n=ibis._.count())
-        rows = rows.join(counts, key)  # null keys drop out here
-    alive = dim.filter(
-        dim.valid_from <= at,
-        dim.valid_to.isnull() | (dim.valid_to > at),
-        ~dim.is_deleted,
-        ~dim.is_inferred,  # an inferred member has not arrived yet: absent is not deleted
-    )
-    alive = alive.select(*[alive[c].name(f"_a_{c}") for c in key + tracked])
-    j = rows.outer_join(alive, [rows[k] == alive[f"_a_{k}"] for k in key])
-    present, known = j._in.notnull(), j[f"_a_{key[0]}"].notnull()
-    unchanged = known
-    for c in tracked:
-        unchanged = unchanged & same(j[c], j[f"_a_{c}"])
-    bad = j._n > 1  # duplicate rows of a key: not applied, and not a delete either
-    noop = present.ifelse(bad | unchanged, ibis.literal(deletes == "ignore"))
-    events = j.select(
-        *[present.ifelse(j[k], j[f"_a_{k}"]).name(k) for k in key],
-        *[present.ifelse(j[c], ibis.null(dim[c].type())).name(c) for c in tracked],
-        _ts=at,
-        _kind=present.ifelse("upsert", "delete"),
-        _noop=noop,
-    )
-    return history.rebuild(dim, events, key, tracked, sk, deletes, one_per_key=True)
-
-
-def scd2_from_snapshots(
-    snapshots: ibis.Table,
-    key: list[str],
-    tracked: list[str],
-    as_of_col: str = "as_of",
-    deletes: Literal["ignore", "invalidate", "new_record"] = "invalidate",
-    *,
-    dim: ibis.Table | None = None,
-    sk: str = "sk",
-) -> ibis.Table:
-    """The SCD2 MERGE source for one or more full snapshots, each tagged with its `as_of_col`
-    (a backfill in one MERGE gives the same table as applying them one by one)."""
-    check_policy(deletes)
-    check_columns(snapshots, key + tracked + [as_of_col], "snapshot")
-    dim = empty_dim(snapshots, key, tracked, sk) if dim is None else dim
-    rows = clean_snapshot(snapshots, key, tracked, by=[as_of_col])
-    events = rows.select(
-        *[rows[c].cast(dim[c].type()).name(c) for c in key + tracked],
-        _ts=rows[as_of_col].cast(TS),
-        _kind=ibis.literal("upsert"),
-    )
-    if deletes != "ignore":
-        events = events.union(_snapshot_deletes(snapshots, dim, key, tracked, as_of_col))
-    events = history.flag_noops(dim, events, key, tracked)
-    return history.rebuild(dim, events, key, tracked, sk, deletes)
-
-
-def _snapshot_deletes(snapshots, dim, key, tracked, as_of_col) -> ibis.Table:
-    """Delete events: at each snapshot time, the keys alive in the dimension then, or seen
-    in an earlier snapshot of the batch, that the snapshot lacks."""
-    # Bad rows count as present: a key with duplicate rows is not gone.
-    present = snapshots.select(
-        *[snapshots[k].cast(dim[k].type()).name(k) for k in key],
-        _ts=snapshots[as_of_col].cast(TS),
-    ).distinct()
-    times = present.select(_at=present._ts).distinct()
-    # An inferred member has not arrived yet: absent from a snapshot is not deleted.
-    live = dim.filter(~dim.is_deleted, ~dim.is_inferred)
-    alive = live.cross_join(times).filter(
-        live.valid_from <= times._at, live.valid_to.isnull() | (live.valid_to > times._at)
-    )
-    alive = alive.select(*key, _ts=alive._at)
-    first = present.group_by(key).agg(_first=present._ts.min())
-    seen = first.cross_join(times).filter(first._first < times._at)
-    seen = seen.select(*key, _ts=seen._at)
-    gone = alive.union(seen).distinct().anti_join(present, [*key, "_ts"])
-    return history.delete_events(gone.select(*key, "_ts"), dim, tracked)
 
 
 def scd2_from_changes(
@@ -251,8 +148,8 @@ def merge_snapshot(
     or with `on_bad="quarantine"` go to `<name>_quarantine` with a `reason` and the snapshot
     time (`snapshot_as_of`), and the rest is applied.
     """
-    tagged = snapshot.mutate(**{AS_OF: ibis.literal(_utc(as_of), TS)})
-    bad = bad_snapshot_rows(tagged, key, tracked, by=[AS_OF])
+    bad = bad_snapshot_rows(snapshot, key, tracked)
+    bad = bad.mutate(**{AS_OF: ibis.literal(utc(as_of), TS)})
     clean = _handle_bad(lake, name, bad, key, on_bad, "snapshot") == 0
 
     def rows(dim):
@@ -348,7 +245,8 @@ def _merge(lake, name, source, rows_of, sk, key, transaction=None) -> dict[str, 
     """
     con = source._find_backend(use_default=True)
     dim = lake.table(name, con) if lake.exists(name) else None
-    rows = con.to_pyarrow(rows_of(dim))
+    with unfused():
+        rows = con.to_pyarrow(rows_of(dim))
     if rows.num_rows == 0 and transaction is None:
         return {"source_rows": 0, "inserted": 0, "updated": 0, "deleted": 0}
     on = [sk, *key]
@@ -364,7 +262,8 @@ def _handle_bad(lake, name: str, bad: ibis.Table, key, on_bad: str, role: str) -
             f"Allowed: {', '.join(repr(b) for b in BAD)}.",
             "'quarantine' appends the rows to <table>_quarantine with a reason and loads the rest.",
         )
-    found: pa.Table = bad._find_backend(use_default=True).to_pyarrow(bad)
+    with unfused():
+        found: pa.Table = bad._find_backend(use_default=True).to_pyarrow(bad)
     if found.num_rows == 0:
         return 0
     if on_bad == "quarantine":
@@ -384,18 +283,3 @@ def _handle_bad(lake, name: str, bad: ibis.Table, key, on_bad: str, role: str) -
         "fix the source, or pass on_bad='quarantine' to load the rest and keep these rows in "
         f"{name}_quarantine.",
     )
-
-
-def _like(table: ibis.Table, dim: ibis.Table, columns: list[str]) -> ibis.Table:
-    """`columns` of `table` cast to the dimension's types, so unions line up."""
-    return table.select(*[table[c].cast(dim[c].type()).name(c) for c in columns])
-
-
-def _utc(when: dt.datetime) -> dt.datetime:
-    if not isinstance(when, dt.datetime):
-        raise WorkbenchError(
-            f"as_of={when!r} is not a datetime.",
-            "Allowed: a datetime (naive ones are taken as UTC).",
-            "pass e.g. datetime(2026, 1, 31, tzinfo=UTC).",
-        )
-    return when.astimezone(dt.UTC) if when.tzinfo else when.replace(tzinfo=dt.UTC)
