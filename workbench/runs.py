@@ -104,6 +104,7 @@ def run(
     folder: str | Path | None = None,
     progress: bool = True,
     on_cell=None,
+    timeout: int | None = None,
 ) -> Run:
     """Execute `notebook` with papermill into its own folder (own lake unless `lake_dir`
     is given), write the executed notebook and its HTML, and return the run's record."""
@@ -124,7 +125,7 @@ def run(
     executed = target / notebook.name
     start = time.perf_counter()
     try:
-        _execute(notebook, executed, parameters, progress, on_cell)
+        _execute(notebook, executed, parameters, progress, on_cell, timeout)
         record.status = "ok"
     except Exception as exc:
         record.status = "failed"
@@ -137,7 +138,9 @@ def run(
     return record
 
 
-def _execute(notebook: Path, executed: Path, parameters: dict, progress: bool, on_cell) -> None:
+def _execute(
+    notebook: Path, executed: Path, parameters: dict, progress: bool, on_cell, timeout
+) -> None:
     import papermill
 
     extra = {}
@@ -150,6 +153,7 @@ def _execute(notebook: Path, executed: Path, parameters: dict, progress: bool, o
         cwd=str(notebook.parent),
         progress_bar=progress,
         kernel_name="python3",
+        execution_timeout=timeout,  # seconds per cell; None waits for ever
         **extra,
     )
 
