@@ -54,7 +54,7 @@ def test_teaches_and_checks(path):
     assert "Learning goals" in first.source or "learning goals" in first.source.lower()
     code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
     text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
-    assert "alt.Chart" in code or "viz." in code, "a chapter draws at least one chart"
+    # that a chapter draws a chart is checked on its executed outputs (test_notebooks.py)
     assert "if show_solutions:" in code, "exercise solutions are guarded by show_solutions"
     assert "Check your understanding" in text
     assert code.count("assert ") >= 3
