@@ -58,4 +58,5 @@ def test_teaches_and_checks(path):
     assert "if show_solutions:" in code, "exercise solutions are guarded by show_solutions"
     assert "Check your understanding" in text
     assert code.count("assert ") >= 3
-    assert "## Next" in text and ".ipynb)" in nb.cells[-1].source
+    # a link to the next chapter near the end (final self-check cells may follow it)
+    assert "## Next" in text and any(".ipynb)" in c.source for c in nb.cells[-3:])
