@@ -106,7 +106,7 @@ def parse(raw: pa.Table, catalog: Catalog, known: Mapping[str, pa.Schema] | None
         "SELECT regexp_extract(topic, '[^.]+$'), count(*) FROM raw WHERE value IS NULL GROUP BY 1"
     ).fetchall()
     parsed = Parsed(tombstones=dict(tombstones))
-    dead = [_dead(db, "reason IS NOT NULL", "reason", "NULL")]
+    dead = [_dead(db, "reason IS NOT NULL", "reason", "regexp_extract(topic, '[^.]+$')")]
     for table, spec in catalog.items():
         where = f"reason IS NULL AND tbl = {_text(table)}"
         schema = _schema(db, where, spec.schema, (known or {}).get(table))
