@@ -106,6 +106,7 @@ def browser():
 def open_page(browser, url: str):
     """A page whose requests may only go to this machine; anything else is recorded and refused."""
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(120_000)  # a loaded 2-core machine renders slowly; never flaky
     outside: list[str] = []
 
     def guard(route):
