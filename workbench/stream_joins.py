@@ -109,7 +109,7 @@ def interval_join_step(
         "orders": flagged.filter(~order_gone),
         "payments": all_payments.filter(~payment_gone),
     }
-    return Step(out=out, state=new_state, late=late)
+    return Step(out=out, state=new_state, late=late, shared=matches)
 
 
 def _union(old: ibis.Table | None, new: ibis.Table) -> ibis.Table:

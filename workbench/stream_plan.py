@@ -18,7 +18,7 @@ import ibis
 import pyarrow as pa
 
 from workbench import stream_source
-from workbench.stream_windows import Marks
+from workbench.stream_windows import Marks, Step
 
 Operator = tuple[str, Callable]
 
@@ -72,8 +72,11 @@ class Plan:
         self._put("rows_0", rows)
         outputs = []
         for i, (name, step) in enumerate(self.steps):
+            if step.shared is not None:  # computed once, read by the outputs below
+                shared = self._get(step.shared, f"{i}.shared")
+                self._put(f"shared_{i}", shared)
             result = Output(
-                out=self._get(step.out, f"{i}.out"),
+                out=shared if step.out is step.shared else self._get(step.out, f"{i}.out"),
                 late=None if step.late is None else self._get(step.late, f"{i}.late"),
                 states={k: self._get(e, f"{i}.state.{k}") for k, e in step.state.items()},
             )
@@ -99,10 +102,25 @@ class Plan:
                     self._put(f"state_{key}", _empty(expr))
                 self._keys[name] = list(self.state_schemas)[len(self._keys_seen()) :]
             states = {key: self._table(f"state_{key}") for key in self._keys[name]}
-            step = run(states, rows, marks)
+            step = self._reuse(run(states, rows, marks), i, discover)
             self.steps.append((name, step))
             after = f"rows_{i + 1}"
             rows = self._put(after, _empty(step.out)) if discover else self._table(after)
+
+    def _reuse(self, step: Step, i: int, discover: bool) -> Step:
+        """The step with its shared intermediate read from a table (filled once per batch)."""
+        if step.shared is None:
+            return step
+        what = f"shared_{i}"
+        table = self._put(what, _empty(step.shared)) if discover else self._table(what)
+        swap = {step.shared.op(): table.op()}
+
+        def read(expr):
+            return None if expr is None else expr.op().replace(swap).to_expr()
+
+        out = step.shared if step.out is step.shared else read(step.out)
+        states = {key: read(expr) for key, expr in step.state.items()}
+        return Step(out=out, state=states, late=read(step.late), shared=step.shared)
 
     def _keys_seen(self) -> list[str]:
         return [key for keys in self._keys.values() for key in keys]

@@ -112,6 +112,8 @@ class Step:
     state: dict[str, ibis.Table]
     """The operator's new state tables, by name (none for a stateless step)."""
     late: ibis.Table | None = None
+    shared: ibis.Table | None = None
+    """An intermediate the others are built on: a runner may compute it once and reuse it."""
 
 
 # -- late rows ----------------------------------------------------------------------------------
@@ -199,7 +201,7 @@ def _emit(merged: ibis.Table, marks: Marks, mode: str, late: ibis.Table, name: s
     closed = merged.window_end <= at(marks.evict)
     out = merged.filter(closed) if mode == "append" else merged.filter(merged._new == 1)
     state = merged.filter(~closed).drop("_new")
-    return Step(out=out.drop("_new"), state={name: state}, late=late)
+    return Step(out=out.drop("_new"), state={name: state}, late=late, shared=merged)
 
 
 def check_mode(mode: str) -> None:
@@ -326,4 +328,4 @@ def dedup_step(state: ibis.Table | None, rows: ibis.Table, delay: int, marks: Ma
     if state is not None:
         remembered = ibis.union(state.cast(remembered.schema()), remembered, distinct=False)
     alive = remembered.filter(remembered.expires > at(marks.evict))
-    return Step(out=kept, state={"dedup": alive}, late=late)
+    return Step(out=kept, state={"dedup": alive}, late=late, shared=kept)
