@@ -222,12 +222,12 @@ def test_in_order_delivery_reconciles_after_every_batch(con, lake, tmp_path):
     cdc.apply(lake, con, capture.snapshot(), source.catalog())
     assert all_in_sync(source, lake, con) == {}
     workload = cdc.Workload(source, seed=5)
-    for _ in range(3):
-        workload.run(8)
+    for _ in range(2):
+        workload.run(10)
         cdc.apply(lake, con, capture.poll(), source.catalog(), now_ms=source.now_ms)
         assert all_in_sync(source, lake, con) == {}
     applied = lake.table(cdc.APPLIED, con).to_pyarrow()
-    assert set(applied["batch_id"].to_pylist()) == {0, 1, 2, 3}
+    assert set(applied["batch_id"].to_pylist()) == {0, 1, 2}
 
 
 def test_shuffled_duplicated_replayed_delivery_still_reconciles(con, lake, tmp_path):
