@@ -71,9 +71,9 @@ def duckdb_baselines(log: st.EventLog, size: int = 100_000, batches: int = 100) 
     """Hand-written DuckDB: `batches` group-bys of `size` events, and one over all events."""
     events = log.events.select(["event_time", "kind", "value"])
     con = duckdb.connect()
-    sql = (
-        "SELECT time_bucket(INTERVAL 100 milliseconds, event_time) AS w, kind, count(*), "
-        "sum(value) FROM batch GROUP BY ALL"
+    sql = (  # 100 ms windows by integer division: what one writes by hand for speed
+        "SELECT epoch_us(event_time) // 100000 AS w, kind, count(*), sum(value) "
+        "FROM batch GROUP BY ALL"
     )
     n = min(batches, max(1, events.num_rows // size))
     started = time.perf_counter()

@@ -6,7 +6,7 @@ over tables whose contents change between batches (input, watermarks, state), co
 to the engine's SQL and replays that SQL each batch. Polars has no SQL to replay (and no
 scalar subqueries for the watermarks), so its plan is rebuilt per batch.
 
-Everything crosses between steps as Arrow tables: counts are free, writes need no engine.
+Intermediate results stay in the engine; what is written to Delta comes back as Arrow.
 """
 
 from __future__ import annotations
@@ -14,10 +14,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import duckdb
 import ibis
 import pyarrow as pa
 
 from workbench import stream_source
+from workbench import stream_time as tm
 from workbench.stream_windows import Marks, Step
 
 Operator = tuple[str, Callable]
@@ -25,11 +27,23 @@ Operator = tuple[str, Callable]
 
 @dataclass
 class Output:
-    """One operator's results for a batch, as Arrow."""
+    """One operator's results for a batch: its rows (as Arrow for the last operator only, the
+    others stay in the engine), how many, its late rows and its new state, as Arrow."""
 
-    out: pa.Table
+    out: pa.Table | None
+    rows: int
     late: pa.Table | None
     states: dict[str, pa.Table]
+
+
+@dataclass
+class Batch:
+    """What a batch produced: dead letters, valid rows seen, the latest event time (µs)."""
+
+    dead: pa.Table
+    valid_rows: int
+    latest: int | None
+    outputs: list[tuple[str, Output]]
 
 
 class Plan:
@@ -39,6 +53,7 @@ class Plan:
         self.con, self.prefix, self.operators = con, prefix, operators
         self.replay = con.name in ("duckdb", "datafusion")
         self._building = True
+        self._kinds: dict[str, str] = {}
         # The same query on the same engine compiles to the same SQL: reuse it across runners.
         self._sql = _COMPILED.setdefault((con.name, key), {})
         self.inputs = self._put("in", stream_source.SCHEMA.empty_table())
@@ -53,8 +68,12 @@ class Plan:
         lates = [step.late for _, step in self.steps if step.late is not None]
         self.late_schema = _empty(lates[0]).schema if lates else None
 
-    def run(self, raw: pa.Table, marks: Marks, states: dict[str, pa.Table]):
-        """Dead letters, valid rows, and each operator's output for one batch of `raw` events."""
+    def run(self, raw: pa.Table, marks: Marks, states: dict[str, pa.Table]) -> Batch:
+        """Dead letters, valid rows, and each operator's output for one batch of `raw` events.
+
+        Intermediate results stay in the engine (DuckDB temp tables, DataFusion cached frames);
+        only what is written to Delta comes back as Arrow.
+        """
         self._put("in", raw)
         self._put("marks", _marks_table(marks))
         for key, table in states.items():
@@ -63,26 +82,28 @@ class Plan:
             self._building = True
             self._build(marks)
             self._building = False
-        if _clean(raw):  # nothing can be a dead letter: skip two queries
-            dead = self.dead_schema.empty_table()
-            rows = raw.drop_columns(["error", "raw"]).cast(self.valid_schema)
-        else:
-            dead = self._get(self.dead, "dead")
-            rows = self._get(self.valid, "valid")
-        self._put("rows_0", rows)
+        # Nothing can be a dead letter (no parse error, every time and id set): skip the query.
+        dead = self.dead_schema.empty_table() if _clean(raw) else self._get(self.dead, "dead")
+        self._keep("rows_0", self.valid, "valid", view=True)
+        stats = self._get(self.stats, "stats").to_pylist()[0]
         outputs = []
         for i, (name, step) in enumerate(self.steps):
             if step.shared is not None:  # computed once, read by the outputs below
-                shared = self._get(step.shared, f"{i}.shared")
-                self._put(f"shared_{i}", shared)
-            result = Output(
-                out=shared if step.out is step.shared else self._get(step.out, f"{i}.out"),
-                late=None if step.late is None else self._get(step.late, f"{i}.late"),
-                states={k: self._get(e, f"{i}.state.{k}") for k, e in step.state.items()},
-            )
-            outputs.append((name, result))
-            self._put(f"rows_{i + 1}", result.out)
-        return dead, rows, outputs
+                self._keep(f"shared_{i}", step.shared, f"{i}.shared")
+            if i == len(self.steps) - 1:
+                out = self._get(step.out, f"{i}.out")
+                rows = out.num_rows
+            else:
+                out, rows = (
+                    None,
+                    self._keep(f"rows_{i + 1}", step.out, f"{i}.out", view=True, count=True),
+                )
+            late = None if step.late is None else self._get(step.late, f"{i}.late")
+            states = {k: self._get(e, f"{i}.state.{k}") for k, e in step.state.items()}
+            outputs.append((name, Output(out, rows, late, states)))
+        if not self.steps:  # a query of nothing but validation: its results are the valid rows
+            outputs.append(("valid", Output(self._get(self.valid, "valid"), stats["n"], None, {})))
+        return Batch(dead, stats["n"], stats["top"], outputs)
 
     # -- building -------------------------------------------------------------------------
 
@@ -94,6 +115,7 @@ class Plan:
         self.dead = stream_source.dead_letters(self.inputs)
         self.valid = stream_source.valid(self.inputs)
         rows = self._put("rows_0", _empty(self.valid)) if discover else self._table("rows_0")
+        self.stats = rows.aggregate(n=rows.count(), top=tm.micros(rows.event_time.max()))
         self.steps = []
         for i, (name, run) in enumerate(self.operators):
             if discover:  # a first build without state tells the state tables' schemas
@@ -118,7 +140,7 @@ class Plan:
         def read(expr):
             return None if expr is None else expr.op().replace(swap).to_expr()
 
-        out = step.shared if step.out is step.shared else read(step.out)
+        out = table if step.out is step.shared else read(step.out)
         states = {key: read(expr) for key, expr in step.state.items()}
         return Step(out=out, state=states, late=read(step.late), shared=step.shared)
 
@@ -132,8 +154,9 @@ class Plan:
 
     def _put(self, what: str, data: pa.Table) -> ibis.Table | None:
         """Expose Arrow `data` to the engine as table `what` (zero-copy where it can)."""
-        name = f"_{self.prefix}_{what}"
+        name = self._name(what)
         if self.con.name == "duckdb":  # a view over the Arrow table, replaced in place
+            self._drop(name, "view")
             self.con.con.register(name, data)
         elif self.con.name == "datafusion":
             if self.con.con.table_exist(name):
@@ -143,14 +166,56 @@ class Plan:
             self.con.create_table(name, data, overwrite=True)
         return self.con.table(name) if self._building else None
 
+    def _keep(self, what, expr, label, view=False, count=False) -> int | None:
+        """Materialize `expr` in the engine as table `what` (a view when cheap to recompute);
+        the row count when asked."""
+        if not self.replay:
+            data = self._get(expr, label)
+            self._put(what, data)
+            return data.num_rows
+        name, sql = self._name(what), self._compiled(expr, label)
+        if self.con.name == "duckdb":
+            self._drop(name, "view" if view else "table")
+            kind = "VIEW" if view else "TABLE"
+            self.con.con.execute(f'CREATE OR REPLACE TEMP {kind} "{name}" AS {sql}')
+            if count:
+                return self.con.con.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0]
+            return None
+        frame = self.con.con.sql(sql)
+        frame = frame if view else frame.cache()
+        if self.con.con.table_exist(name):
+            self.con.con.deregister_table(name)
+        self.con.con.register_view(name, frame)
+        return frame.count() if count else None
+
+    def _drop(self, name: str, keep: str) -> None:
+        """DuckDB refuses to replace a view by a table (or back): drop the other kind first."""
+        was = self._kinds.get(name)
+        if was is None:  # left by an earlier runner on this connection: either kind
+            for kind in ("VIEW", "TABLE"):
+                try:
+                    self.con.con.execute(f'DROP {kind} IF EXISTS "{name}"')
+                except duckdb.CatalogException:  # it is of the other kind
+                    pass
+        elif was != keep:
+            self.con.con.execute(f'DROP {was.upper()} IF EXISTS "{name}"')
+        self._kinds[name] = keep
+
+    def _name(self, what: str) -> str:
+        return f"_{self.prefix}_{what}"
+
+    def _compiled(self, expr: ibis.Table, label: str) -> str:
+        sql = self._sql.get(label)
+        if sql is None:
+            sql = self._sql[label] = self.con.compile(expr)
+        return sql
+
     def _get(self, expr: ibis.Table, label: str) -> pa.Table:
         """Run `expr`: replay its compiled SQL, or let Ibis run it (polars)."""
         schema = expr.schema().to_pyarrow()
         if not self.replay:
             return self.con.to_pyarrow(expr).cast(schema)
-        sql = self._sql.get(label)
-        if sql is None:
-            sql = self._sql[label] = self.con.compile(expr)
+        sql = self._compiled(expr, label)
         if self.con.name == "duckdb":
             data = self.con.con.execute(sql).fetch_arrow_table()
         else:

@@ -27,7 +27,6 @@ from typing import Any, Literal
 import ibis
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from workbench import stream_checkpoint as ckpt
 from workbench import stream_joins
@@ -221,29 +220,29 @@ class Runner:
             self._write(q.table("ops:offsets"), ckpt.plan(k, clock, self.offsets, end, marks))
         self._fault("planned")
         raw = self.source.read(self.offsets, end)
-        dead, rows, outputs = self.plan.run(raw, marks, self.states)
-        latest = pc.max(pc.cast(rows["event_time"], pa.int64())).as_py()
-        counts = {"input_rows": raw.num_rows, "dead_rows": dead.num_rows}
-        lates, states = [], {}
-        for name, result in outputs:
+        batch = self.plan.run(raw, marks, self.states)
+        counts = {"input_rows": raw.num_rows, "dead_rows": batch.dead.num_rows}
+        lates, states, before = [], {}, batch.valid_rows
+        for name, result in batch.outputs:
             if result.late is not None:
                 lates.append(result.late)
             if name == "dedup":
-                counts["duplicates"] = rows.num_rows - result.late.num_rows - result.out.num_rows
-            rows = result.out
+                counts["duplicates"] = before - result.late.num_rows - result.rows
+            before = result.rows
             states |= result.states
+        rows = batch.outputs[-1][1].out if batch.outputs else None
         late = pa.concat_tables(lates) if lates else None
         counts["late_rows"] = 0 if late is None else late.num_rows
-        counts["emitted_rows"] = rows.num_rows
+        counts["emitted_rows"] = before
         counts["state_rows"] = sum(t.num_rows for t in states.values())
         self._write(q.table(), _tagged(rows, k), q.merge_keys())
         if late is not None:
             self._write(q.table("late"), _tagged(late, k))
-        self._write(q.table("dead_letter"), _tagged(dead, k))
+        self._write(q.table("dead_letter"), _tagged(batch.dead, k))
         versions = {}
         for key, table in states.items():
             versions[key] = self._write(q.table(f"ops:state_{key}"), table, overwrite=True)
-        self.max_event = _max(self.max_event, latest)
+        self.max_event = _max(self.max_event, batch.latest)
         following = marks.evict
         if self.max_event is not None:  # Spark keeps event time stats in whole milliseconds
             following = max(following, self.max_event // 1000 * 1000 - self.delay)
