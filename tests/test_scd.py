@@ -21,7 +21,7 @@ import pyarrow as pa
 import pytest
 
 from workbench import scd
-from workbench.dimension import inferred_members, point_in_time
+from workbench.dimension import inferred_members, point_in_time, unfused
 from workbench.errors import WorkbenchError
 
 UTC = dt.UTC
@@ -66,6 +66,13 @@ GOLDEN = {
     ],
     "ignore": COMMON + [(2, "Bob", "Paris", T[1], None, True, False)],
 }
+
+
+@pytest.fixture(autouse=True)
+def compiled_as_the_loads_compile():
+    """Compile the pure functions' SQL as `scd.merge_*` do (see `dimension.unfused`)."""
+    with unfused():
+        yield
 
 
 def md5(*parts: str) -> str:
