@@ -7,7 +7,9 @@ Screenshots land in build/screenshots/ as test artifacts.
 
 from __future__ import annotations
 
+import itertools
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -27,6 +29,9 @@ SHOTS = ROOT / "build" / "screenshots"
 EXECUTED = ROOT / "build" / "test-executed" / "duckdb"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 TOKEN = "workbench-browser-test"
+VISIBLE_NOTEBOOK = ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook"
+PAGES = itertools.count()
+IDLE = ".jp-Notebook-ExecutionIndicator[data-status='idle']"
 CHART = ".jp-OutputArea-output .vega-embed, .jp-RenderedSVG svg, .jp-RenderedSVG img"
 
 pytestmark = [
@@ -47,8 +52,9 @@ def free_port() -> int:
 def lab(tmp_path_factory):
     """JupyterLab on 127.0.0.1 with a token and a fresh workspace, serving a scratch folder."""
     root = tmp_path_factory.mktemp("lab")
-    settings = {  # render every cell (no windowing), and no news pop-up asking to go online
-        "@jupyterlab/notebook-extension/tracker": '{"windowingMode": "none"}',
+    settings = {  # render every cell (no windowing), start the notebook's kernel without asking,
+        # and no news pop-up asking to go online
+        "@jupyterlab/notebook-extension/tracker": '{"windowingMode": "none", "autoStartDefaultKernel": true}',
         "@jupyterlab/apputils-extension/notification": '{"fetchNews": "false", "checkForUpdates": false}',
     }
     for plugin, text in settings.items():
@@ -70,9 +76,10 @@ def lab(tmp_path_factory):
     ]  # fmt: skip
     if hasattr(os, "geteuid") and os.geteuid() == 0:  # CI runs as root
         cmd.append("--allow-root")
-    server = subprocess.Popen(
-        cmd, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    log = (root / "jupyter.log").open(
+        "wb"
+    )  # a file, not a pipe: a full pipe would stall the server
+    server = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and server.poll() is None:
@@ -83,10 +90,11 @@ def lab(tmp_path_factory):
             time.sleep(0.5)
     else:
         server.kill()
-        pytest.fail("JupyterLab did not start: " + server.stderr.read().decode()[-2000:])
+        pytest.fail("JupyterLab did not start: " + (root / "jupyter.log").read_text()[-2000:])
     yield root, base
     server.terminate()
     server.wait(timeout=20)
+    log.close()
 
 
 @pytest.fixture(scope="module")
@@ -103,8 +111,12 @@ def browser():
         chromium.close()
 
 
-def open_page(browser, url: str):
-    """A page whose requests may only go to this machine; anything else is recorded and refused."""
+def open_page(browser, base: str, name: str, live: bool = False):
+    """Open notebook `name` in a workspace of its own (so tabs left by earlier pages never hide
+    it), with its kernel running when `live`, on a page whose requests may only go to this
+    machine; anything else is recorded and refused."""
+    workspace = f"t{next(PAGES)}"
+    url = f"{base}/lab/workspaces/{workspace}/tree/{name}?token={TOKEN}"
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.set_default_timeout(120_000)  # a loaded 2-core machine renders slowly; never flaky
     outside: list[str] = []
@@ -119,26 +131,38 @@ def open_page(browser, url: str):
 
     page.route("**/*", guard)
     page.goto(url)
-    page.wait_for_selector(".jp-Notebook", timeout=60_000)
+    page.wait_for_selector(VISIBLE_NOTEBOOK, timeout=60_000)
+    if live:
+        # The page whose opening started the kernel leaves ipywidgets at "Loading widget..."
+        # (the widget manager misses the kernel it raced with; jupyter-widgets/ipywidgets#3980
+        # has the same symptom). A reload attaches to the running kernel, as a user would.
+        page.wait_for_selector(IDLE, timeout=120_000)
+        page.reload()
+        page.wait_for_selector(VISIBLE_NOTEBOOK, timeout=60_000)
     return page, outside
 
 
 def run_all(page, timeout_s: float = 240) -> None:
-    """Run every cell from the Run menu and wait until no cell is queued or running."""
-    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000)
-    page.click("li.lm-MenuBar-item:has-text('Run')")
-    page.click("li.lm-Menu-item:has-text('Run All Cells')")
-    page.wait_for_timeout(1000)
+    """Run every cell from the Run menu and wait until no cell is queued or running.
+
+    A click that lands before the kernel is connected does nothing, so it is repeated until
+    cells are queued or numbered."""
+    page.wait_for_selector(IDLE, timeout=60_000)
+    prompts = page.locator(f"{VISIBLE_NOTEBOOK} .jp-CodeCell .jp-InputPrompt")
     deadline = time.monotonic() + timeout_s
+    started = False
     while time.monotonic() < deadline:
+        if not started:
+            page.click("li.lm-MenuBar-item:has-text('Run')")
+            page.click("li.lm-Menu-item:has-text('Run All Cells')")
+            page.wait_for_timeout(2000)
+            started = any(re.search(r"\[(\*|\d+)\]", t) for t in prompts.all_inner_texts())
+            continue
         busy = page.locator(".jp-InputPrompt:has-text('[*]')").count()
-        if (
-            busy == 0
-            and page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").count()
-        ):
+        if busy == 0 and page.locator(IDLE).count():
             return
         page.wait_for_timeout(500)
-    raise AssertionError("the notebook did not finish running in time")
+    raise AssertionError(f"the notebook did not {'finish' if started else 'start'} running in time")
 
 
 def errors_on(page) -> list[str]:
@@ -174,7 +198,7 @@ def test_streaming_widgets_drive_the_chart(lab, browser):
         if "parameters" in cell.metadata.get("tags", []):
             cell.source += "\nscale = 0.001"
     nbformat.write(nb, root / source.name)
-    page, outside = open_page(browser, f"{base}/lab/tree/{source.name}?token={TOKEN}")
+    page, outside = open_page(browser, base, source.name, live=True)
     run_all(page)
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / "04_streaming_run_all.png"), full_page=False)
@@ -200,6 +224,7 @@ def test_streaming_widgets_drive_the_chart(lab, browser):
     )
     page.screenshot(path=str(SHOTS / "04_streaming_after_slider.png"), full_page=False)
     assert not outside, f"requests left the machine: {outside[:5]}"
+    page.close()
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
@@ -213,7 +238,7 @@ def test_executed_charts_render_offline(lab, browser, notebook):
     )  # fmt: skip
     target = root / f"executed_{notebook.name}"
     shutil.copy(copy, target)
-    page, outside = open_page(browser, f"{base}/lab/tree/{target.name}?token={TOKEN}")
+    page, outside = open_page(browser, base, target.name)
     page.wait_for_timeout(1500)
     rendered = page.locator(CHART)
     for _ in range(160):  # outputs render asynchronously: wait for them (40 s at most)
