@@ -86,7 +86,10 @@ def test_run_writes_notebook_html_and_record_and_fails_naming_the_cell(tmp_path,
     assert failed["status"] == "failed" and failed["failed_cell"] == 3
     assert "x must stay 1" in failed["error"]
     captured = capsys.readouterr().out
-    assert "in cell [3]: AssertionError: x must stay 1" in captured and "1 passed, 1 failed" in captured
+    assert (
+        "in cell [3]: AssertionError: x must stay 1" in captured
+        and "1 passed, 1 failed" in captured
+    )
     assert "started good x-3" in captured and "cell 1/3" in captured  # progress: notebook and cell
     gallery = (out / "index.html").read_text()
     assert "good" in gallery and "cell [3]: AssertionError: x must stay 1" in gallery
@@ -101,16 +104,24 @@ def test_gallery_shows_the_first_chart(tmp_path):
     nb.cells = [nbformat.v4.new_code_cell("x"), cell]
     nbformat.write(nb, executed)
     assert runs.thumbnail(executed) == "data:image/svg+xml;base64,PHN2Zz4xPC9zdmc+"
-    record = runs.Run("n.ipynb", {"seed": 1}, str(tmp_path), "ok", 1.0, outputs={"ipynb": str(executed)})
+    record = runs.Run(
+        "n.ipynb", {"seed": 1}, str(tmp_path), "ok", 1.0, outputs={"ipynb": str(executed)}
+    )
     page = runs.index([record], tmp_path / "index.html").read_text()
     assert "PHN2Zz4xPC9zdmc+" in page and "seed = 1" in page
 
 
 def test_matrix_file(tmp_path):
     spec = tmp_path / "sweep.yaml"
-    spec.write_text("parameters:\n  scale: 0.001\nmatrix:\n  backend: [duckdb, polars]\n  seed: [1, 2]\n")
+    spec.write_text(
+        "parameters:\n  scale: 0.001\nmatrix:\n  backend: [duckdb, polars]\n  seed: [1, 2]\n"
+    )
     fixed, combos = cli.matrix(str(spec))
-    assert fixed == {"scale": 0.001} and len(combos) == 4 and {"backend": "polars", "seed": 2} in combos
+    assert (
+        fixed == {"scale": 0.001}
+        and len(combos) == 4
+        and {"backend": "polars", "seed": 2} in combos
+    )
     spec.write_text("matrx:\n  seed: [1]\n")
     with pytest.raises(Exception, match="Allowed keys"):
         cli.matrix(str(spec))

@@ -16,7 +16,7 @@ from workbench import runs
 EXECUTED = Path(__file__).parent.parent / "build" / "test-executed"
 NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 TEST_SCALE = 0.001
-CELL_TIMEOUT = 240  # seconds; at the tests' scale the slowest cell takes a few seconds
+CELL_TIMEOUT = 120  # seconds; at the tests' scale the slowest cell takes a few seconds
 # XML namespace names are identifiers, never fetched; anything else would need the network.
 NAMESPACES = ("http://www.w3.org/2000/svg", "http://www.w3.org/1999/xlink")
 ADDRESS = re.compile(r"(?:https?:)?//[A-Za-z0-9.-]+\.[A-Za-z]{2,}[^\s\"'<>)]*")

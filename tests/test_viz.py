@@ -47,3 +47,15 @@ def test_too_many_rows_asks_to_aggregate():
     assert len(viz.frame(table.limit(10))) == 10
     sampled = viz.sample(table, n=100)
     assert 0 < len(sampled) <= 100
+
+
+def test_show_in_replaces_what_an_output_widget_shows():
+    import ipywidgets as widgets
+
+    out = widgets.Output()
+    viz.show_in(out, chart())
+    viz.show_in(out, chart().properties(title="second"))
+    (shown,) = out.outputs
+    assert shown["output_type"] == "display_data"
+    assert shown["data"]["image/svg+xml"].lstrip().startswith("<svg")
+    assert shown["data"][viz.VEGALITE_MIME]["title"] == "second"

@@ -73,6 +73,15 @@ def mimebundle(chart: alt.TopLevelMixin) -> dict:
     }
 
 
+def show_in(output, chart: alt.TopLevelMixin) -> None:
+    """Show `chart` in an ipywidgets `Output`, replacing what it showed.
+
+    It sets the widget's outputs instead of capturing a display with `with output:`: papermill's
+    client (nbclient) was seen waiting for ever on a chart captured that way.
+    """
+    output.outputs = ({"output_type": "display_data", "data": mimebundle(chart), "metadata": {}},)
+
+
 def _vl_version() -> str:
     major, minor = alt.SCHEMA_VERSION.lstrip("v").split(".")[:2]
     return f"{major}.{minor}"
