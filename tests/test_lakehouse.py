@@ -263,6 +263,24 @@ def test_merge_transaction_is_idempotent(lake, con):
     assert lake.version("silver.t") == 1
 
 
+def test_an_in_memory_merge_source_rewrites_only_the_files_its_keys_touch(lake, con):
+    """`streamed=False` gives the same rows as the streamed merge, and delta-rs prunes the
+    target's files by the source's key range: it reads one file of four, not all of them."""
+    for start in (0, 100, 200, 300):  # four files, one key range each
+        lake.write("silver.a", pa.table({"k": list(range(start, start + 100)), "v": [0] * 100}),
+                   mode="append")  # fmt: skip
+        lake.write("silver.b", pa.table({"k": list(range(start, start + 100)), "v": [0] * 100}),
+                   mode="append")  # fmt: skip
+    src = pa.table({"k": [110, 150, 199], "v": [1, 2, 3]})
+    streamed = lake.merge("silver.a", src, on="k")
+    held = lake.merge("silver.b", src, on="k", streamed=False)
+    assert rows(lake.table("silver.a", con), "k") == rows(lake.table("silver.b", con), "k")
+    assert held["updated"] == streamed["updated"] == 3
+    assert streamed["files_removed"] == held["files_removed"] == 1
+    assert streamed["files_scanned"] == 4, "a streamed source cannot prune: every file is read"
+    assert held["files_scanned"] == 1
+
+
 # -- maintenance, constraints, conflicts -----------------------------------------------------
 
 
