@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import threading
+import time
 from pathlib import Path
 
 import nbformat
@@ -109,6 +112,28 @@ def test_gallery_shows_the_first_chart(tmp_path):
     )
     page = runs.index([record], tmp_path / "index.html").read_text()
     assert "PHN2Zz4xPC9zdmc+" in page and "seed = 1" in page
+
+
+def test_a_run_never_moves_the_process_out_of_its_folder(tmp_path, monkeypatch):
+    """The kernel starts in the notebook's folder, while this process stays where it was: a
+    sweep runs notebooks in threads, and a changed process directory would send the other
+    threads' relative paths (as `make demo` gives them) to the wrong place."""
+    (tmp_path / "nbs").mkdir()
+    tiny_notebook(
+        tmp_path / "nbs" / "a.ipynb",
+        "import os, time\ntime.sleep(2)\nassert os.path.basename(os.getcwd()) == 'nbs'",
+    )
+    monkeypatch.chdir(tmp_path)
+    seen, result = set(), []
+    worker = threading.Thread(target=lambda: result.append(runs.run("nbs/a.ipynb", out="out",
+                                                                    progress=False)))  # fmt: skip
+    worker.start()
+    while worker.is_alive():
+        seen.add(os.getcwd())
+        time.sleep(0.02)
+    assert result[0].status == "ok", result[0].error
+    assert seen == {str(tmp_path)}
+    assert Path(result[0].folder).is_relative_to(tmp_path / "out")
 
 
 def test_matrix_file(tmp_path):

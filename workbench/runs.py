@@ -150,7 +150,9 @@ def _execute(
         str(notebook),
         str(executed),
         parameters=parameters,
-        cwd=str(notebook.parent),
+        # The kernel starts in the notebook's folder. Not papermill's `cwd`, which changes this
+        # whole process's directory and so breaks the relative paths of runs in other threads.
+        resources={"metadata": {"path": str(notebook.parent)}},
         progress_bar=progress,
         kernel_name="python3",
         execution_timeout=timeout,  # seconds per cell; None waits for ever
@@ -198,7 +200,8 @@ def sweep(
 ) -> list[Run]:
     """Run every notebook with every parameter combination, in parallel up to the core count,
     each in its own folder and lake, reporting which notebook and which cell each run is at."""
-    jobs = [(Path(nb), dict(params)) for nb in notebooks for params in combos]
+    out = Path(out).resolve()
+    jobs = [(Path(nb).resolve(), dict(params)) for nb in notebooks for params in combos]
     for notebook, params in jobs:  # refuse typos before anything runs
         check(notebook, params)
     workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
