@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import duckdb
 import ibis
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from workbench import stream_source
 from workbench import stream_time as tm
@@ -57,6 +58,7 @@ class Plan:
         # The same query on the same engine compiles to the same SQL: reuse it across runners.
         self._sql = _COMPILED.setdefault((con.name, key), {})
         self.inputs = self._put("in", stream_source.SCHEMA.empty_table())
+        self.suspects = self._put("suspects", stream_source.SCHEMA.empty_table())
         self._marks = self._put("marks", _marks_table(Marks(0, 0)))
         self.state_schemas: dict[str, pa.Schema] = {}
         self._keys: dict[str, list[str]] = {}
@@ -75,6 +77,7 @@ class Plan:
         only what is written to Delta comes back as Arrow.
         """
         self._put("in", raw)
+        suspects = raw.filter(_suspect(raw))
         self._put("marks", _marks_table(marks))
         for key, table in states.items():
             self._put(f"state_{key}", table.cast(self.state_schemas[key]))
@@ -82,8 +85,12 @@ class Plan:
             self._building = True
             self._build(marks)
             self._building = False
-        # Nothing can be a dead letter (no parse error, every time and id set): skip the query.
-        dead = self.dead_schema.empty_table() if _clean(raw) else self._get(self.dead, "dead")
+        # Only a row with a parse error or without event time or id can be a dead letter: the
+        # query runs over those few (none: skipped), not over the whole batch.
+        dead = self.dead_schema.empty_table()
+        if suspects.num_rows:
+            self._put("suspects", suspects)
+            dead = self._get(self.dead, "dead")
         self._keep("rows_0", self.valid, "valid", view=True)
         stats = self._get(self.stats, "stats").to_pylist()[0]
         outputs = []
@@ -112,7 +119,7 @@ class Plan:
         if self.replay:
             m = self._marks
             marks = Marks(m.late.as_scalar(), m.evict.as_scalar())
-        self.dead = stream_source.dead_letters(self.inputs)
+        self.dead = stream_source.dead_letters(self.suspects)
         self.valid = stream_source.valid(self.inputs)
         rows = self._put("rows_0", _empty(self.valid)) if discover else self._table("rows_0")
         self.stats = rows.aggregate(n=rows.count(), top=tm.micros(rows.event_time.max()))
@@ -228,12 +235,11 @@ _COMPILED: dict[tuple[str, str], dict[str, str]] = {}
 """Compiled SQL by (engine, query) and output label."""
 
 
-def _clean(raw: pa.Table) -> bool:
-    """True when no row can be a dead letter: no parse error, every event time and id set."""
-    return (
-        raw["error"].null_count == raw.num_rows
-        and raw["event_time"].null_count == 0
-        and raw["event_id"].null_count == 0
+def _suspect(raw: pa.Table) -> pa.ChunkedArray:
+    """True for the rows that may be dead letters: a parse error, no event time or no id."""
+    return pc.or_(
+        pc.is_valid(raw["error"]),
+        pc.or_(pc.is_null(raw["event_time"]), pc.is_null(raw["event_id"])),
     )
 
 
