@@ -2,9 +2,10 @@
 
 Ibis 12 takes 10 to 100 ms to compile one query, far longer than DuckDB takes to run it on
 100k rows, and a micro-batch runs a dozen. So the plan builds each output's expression once,
-over tables whose contents change between batches (input, watermarks, state), compiles it once
-to the engine's SQL and replays that SQL each batch. Polars has no SQL to replay (and no
-scalar subqueries for the watermarks), so its plan is rebuilt per batch.
+over tables whose contents change between batches (input, state), compiles it once to the
+engine's SQL and replays that SQL each batch, with the batch's two watermarks written into it
+as numbers (a constant filter is pushed into the scan and estimated well; a subquery is not).
+Polars has no SQL to replay, so its plan is rebuilt per batch.
 
 Intermediate results stay in the engine; what is written to Delta comes back as Arrow.
 """
@@ -59,7 +60,7 @@ class Plan:
         self._sql = _COMPILED.setdefault((con.name, key), {})
         self.inputs = self._put("in", stream_source.SCHEMA.empty_table())
         self.suspects = self._put("suspects", stream_source.SCHEMA.empty_table())
-        self._marks = self._put("marks", _marks_table(Marks(0, 0)))
+        self._now = Marks(0, 0)
         self.state_schemas: dict[str, pa.Schema] = {}
         self._keys: dict[str, list[str]] = {}
         self._build(Marks(0, 0), discover=True)
@@ -78,7 +79,7 @@ class Plan:
         """
         self._put("in", raw)
         suspects = raw.filter(_suspect(raw))
-        self._put("marks", _marks_table(marks))
+        self._now = marks
         for key, table in states.items():
             self._put(f"state_{key}", table.cast(self.state_schemas[key]))
         if not self.replay:
@@ -116,9 +117,8 @@ class Plan:
 
     def _build(self, marks: Marks, discover: bool = False) -> None:
         """Build every expression; the first time, also create the empty state tables."""
-        if self.replay:
-            m = self._marks
-            marks = Marks(m.late.as_scalar(), m.evict.as_scalar())
+        if self.replay:  # placeholders, replaced by each batch's watermarks in the SQL
+            marks = Marks(ibis.literal(_LATE, "int64"), ibis.literal(_EVICT, "int64"))
         self.dead = stream_source.dead_letters(self.suspects)
         self.valid = stream_source.valid(self.inputs)
         rows = self._put("rows_0", _empty(self.valid)) if discover else self._table("rows_0")
@@ -180,7 +180,7 @@ class Plan:
             data = self._get(expr, label)
             self._put(what, data)
             return data.num_rows
-        name, sql = self._name(what), self._compiled(expr, label)
+        name, sql = self._name(what), _with_marks(self._compiled(expr, label), self._now)
         if self.con.name == "duckdb":
             self._drop(name, "view" if view else "table")
             kind = "VIEW" if view else "TABLE"
@@ -222,7 +222,7 @@ class Plan:
         schema = expr.schema().to_pyarrow()
         if not self.replay:
             return self.con.to_pyarrow(expr).cast(schema)
-        sql = self._compiled(expr, label)
+        sql = _with_marks(self._compiled(expr, label), self._now)
         if self.con.name == "duckdb":
             data = self.con.con.execute(sql).fetch_arrow_table()
         else:
@@ -243,9 +243,14 @@ def _suspect(raw: pa.Table) -> pa.ChunkedArray:
     )
 
 
-def _marks_table(marks: Marks) -> pa.Table:
-    return pa.table({"late": pa.array([marks.late], pa.int64()),
-                     "evict": pa.array([marks.evict], pa.int64())})  # fmt: skip
+_LATE, _EVICT = 8765432109876543210, 8765432109876543211
+"""Watermark placeholders in the compiled SQL: 19 digits, found in no other literal."""
+
+
+def _with_marks(sql: str, marks: Marks) -> str:
+    """The compiled SQL with this batch's watermarks, typed (a bare 0 would be an INTEGER)."""
+    late, evict = (f"CAST({mark} AS BIGINT)" for mark in (marks.late, marks.evict))
+    return sql.replace(str(_LATE), late).replace(str(_EVICT), evict)
 
 
 def _empty(expr: ibis.Table) -> pa.Table:
