@@ -341,8 +341,14 @@ def dedup_step(state: ibis.Table | None, rows: ibis.Table, delay: int, marks: Ma
     fresh = rows.filter(~is_late)
     unseen = fresh if state is None else fresh.anti_join(state, "event_id")
     ordered = unseen.mutate(_order=unseen.partition.cast("int64") * _ORDER_SCALE + unseen.offset)
-    first = ordered.group_by("event_id").agg(_order=ordered._order.min())
-    kept = ordered.semi_join(first, ["event_id", "_order"]).drop("_order")
+    # Few ids repeat within a batch: one aggregation finds them and their first row, and a row
+    # is kept unless its id repeats and it is not that first row. (A semi-join back on every
+    # (id, order) pair would hash the whole batch a second time; this join's table is small.)
+    counted = ordered.group_by("event_id").agg(_first=ordered._order.min(), _n=ordered.count())
+    repeated = counted.filter(counted._n > 1).select(_id="event_id", _first="_first")
+    joined = ordered.left_join(repeated, ordered.event_id == repeated._id)
+    first = joined._first.isnull() | (joined._order == joined._first)
+    kept = joined.filter(first).select(*unseen.columns)
     remembered = kept.select("event_id", expires_us=tm.micros(kept.event_time) + delay)
     if state is not None:
         remembered = ibis.union(state.cast(remembered.schema()), remembered, distinct=False)
