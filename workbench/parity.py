@@ -1,7 +1,8 @@
 """Engine parity: what Ibis 12 lacks on polars and datafusion, filled in (issue #3).
 
-- polars: window functions (`polars_windows`) and md5 / sha256 `hexdigest` (`hashing`);
-  results are collected with Polars' streaming engine.
+- polars: window functions (`polars_windows`), md5 / sha256 `hexdigest` (`hashing`), and
+  DuckDB's null rules for `nunique`, `any` and `all`; results are collected with Polars'
+  streaming engine.
 - datafusion: `hexdigest`, `median` of integers, and sliding window frames left without values;
   its other window functions match DuckDB but for the gaps named in tests/test_windows.py.
 
@@ -15,8 +16,10 @@ from typing import Any
 
 import ibis.expr.datatypes as dt
 import ibis.expr.operations as ops
+import polars as pl
 import sqlglot.expressions as sge
 from ibis.backends.polars import Backend as PolarsBackend
+from ibis.backends.polars.compiler import translate
 from ibis.backends.sql.compilers.base import SQLGlotCompiler
 from ibis.backends.sql.compilers.datafusion import DataFusionCompiler
 
@@ -27,8 +30,29 @@ def install_polars() -> None:
     """Register the workbench's window and hash translations with Ibis's polars compiler."""
     polars_windows.install()
     hashing.install_polars()
+    translate.register(ops.CountDistinct, _polars_count_distinct)
+    translate.register(ops.Any, _polars_any_all)
+    translate.register(ops.All, _polars_any_all)
     # `has_operation` caches the registry it saw first; let it see the new rules.
     PolarsBackend._get_operations.cache_clear()
+
+
+def _polars_reduced(op, **kw) -> pl.Expr:
+    arg = translate(op.arg, **kw)
+    return arg if op.where is None else arg.filter(translate(op.where, **kw))
+
+
+def _polars_count_distinct(op, **kw) -> pl.Expr:
+    """Distinct values without null, as SQL counts them (Ibis 12 counts null as a value)."""
+    return _polars_reduced(op, **kw).drop_nulls().n_unique()
+
+
+def _polars_any_all(op, **kw) -> pl.Expr:
+    """`any` / `all` of the non-null values, and null when there are none, as DuckDB's
+    bool_or / bool_and (Ibis 12 answers False / True for a group of nulls)."""
+    arg = _polars_reduced(op, **kw)
+    reduced = arg.any() if isinstance(op, ops.Any) else arg.all()
+    return pl.when(arg.count() > 0).then(reduced).otherwise(None)
 
 
 def install_datafusion() -> None:
