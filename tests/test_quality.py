@@ -156,6 +156,25 @@ def test_injected_defects_give_exact_counts_on_every_engine(con, lake, defects):
     assert {r["rows_written"] for r in res} == {report.written}
 
 
+def test_a_replayed_batch_changes_nothing(con, lake, defects):
+    """A retried job runs the same batch again: with its transaction nothing is written twice;
+    without one, the rows are appended again (the reason to pass it)."""
+    _, _, orders, dim = defects
+    suite = _suite(orders, dim)
+
+    def counts():
+        return [lake.table(t, con).count().to_pyarrow().as_py()
+                for t in ("silver.orders", "silver.orders_quarantine", q.RESULTS)]  # fmt: skip
+
+    first = q.run(lake, "silver.orders", orders, suite, transaction=("orders_job", 1))
+    once = counts()
+    replay = q.run(lake, "silver.orders", orders, suite, transaction=("orders_job", 1))
+    assert counts() == once and replay.table_version == first.table_version
+    assert once == [first.written, first.quarantined, len(suite.checks)]
+    q.run(lake, "silver.orders", orders, suite, transaction=("orders_job", 2))
+    assert counts() == [2 * n for n in once]
+
+
 def test_freshness_uses_the_simulated_now_unless_given(con, defects):
     data, _, orders, dim = defects
     clean = orders.filter(orders.order_ts < datasets.SIMULATED_NOW)

@@ -150,6 +150,7 @@ def run(
     now: dt.datetime | None = None,
     run_id: str | None = None,
     run_time: dt.datetime | None = None,
+    transaction: tuple[str, int] | None = None,
 ) -> Report:
     """Audit `data` and publish it into `target`: valid rows to the target, quarantined rows to
     `<target>_quarantine`, dropped rows counted; a `fail` check that does not pass raises a
@@ -157,7 +158,9 @@ def run(
 
     With `stage=True` (write-audit-publish) the data is first written to `<target>_staging` and
     the audit and the publish both read that staged version, so what is published is exactly
-    what was audited.
+    what was audited. `transaction=(app_id, batch_id)` makes a replay of a batch (a retried
+    job) change nothing: the target, the quarantine and the results each commit with it, and a
+    table that already holds that batch skips its write.
     """
     lake.path(target)  # refuse a bad name or mode before any work
     if mode not in ("append", "overwrite"):
@@ -175,23 +178,24 @@ def run(
     report.staged_version = staged
     if not report.passed:
         report.table_version = lake.version(target) if lake.exists(target) else None
-        record(lake, report)
+        record(lake, report, transaction)
         raise _stopped(report, suite, data)
     flagged = suite.flags(data)
     if report.quarantined:
         # Quarantine keeps rows whatever their schema: new columns are added, not refused.
         rows = suite.quarantined(flagged, report.run_id)
-        lake.write(f"{target}_quarantine", rows, schema_mode="merge")
+        lake.write(f"{target}_quarantine", rows, schema_mode="merge", transaction=transaction)
     # Nothing to leave out: publish the data as it is, without evaluating the flags again.
     valid = suite.valid(flagged) if report.dropped or report.quarantined else data
-    report.table_version = lake.write(target, valid, mode=mode)
+    report.table_version = lake.write(target, valid, mode=mode, transaction=transaction)
     report.written = report.rows - report.dropped - report.quarantined
-    record(lake, report)
+    record(lake, report, transaction)
     return report
 
 
-def record(lake: Lakehouse, report: Report) -> int:
-    """Append the report's rows to ops.quality_results; returns the new version."""
+def record(lake: Lakehouse, report: Report, transaction: tuple[str, int] | None = None) -> int:
+    """Append the report's rows to ops.quality_results (once per `transaction`, when given);
+    returns the table's version."""
     r = report.results
     n = len(r)
     columns = {
@@ -205,7 +209,8 @@ def record(lake: Lakehouse, report: Report) -> int:
         "rows_quarantined": [report.quarantined] * n,
     }
     columns["failing_rows"] = [None if pd.isna(v) else int(v) for v in columns["failing_rows"]]
-    return lake.write(RESULTS, pa.table(columns, schema=RESULTS_SCHEMA), mode="append")
+    rows = pa.table(columns, schema=RESULTS_SCHEMA)
+    return lake.write(RESULTS, rows, mode="append", transaction=transaction)
 
 
 def results(lake: Lakehouse, con: ibis.BaseBackend | None = None) -> ibis.Table:
