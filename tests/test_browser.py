@@ -133,12 +133,12 @@ def open_page(browser, base: str, name: str, live: bool = False):
     page.goto(url)
     page.wait_for_selector(VISIBLE_NOTEBOOK, timeout=60_000)
     if live:
-        # The page whose opening started the kernel leaves ipywidgets at "Loading widget..."
-        # (the widget manager misses the kernel it raced with; jupyter-widgets/ipywidgets#3980
-        # has the same symptom). A reload attaches to the running kernel, as a user would.
+        # Cells run within a second of the kernel starting can reach it before JupyterLab's
+        # widget manager has registered with it: their widgets then stay "Loading widget..."
+        # (seen here every time without a pause, never after one). A person never clicks that
+        # fast; give the page the moment a person would.
         page.wait_for_selector(IDLE, timeout=120_000)
-        page.reload()
-        page.wait_for_selector(VISIBLE_NOTEBOOK, timeout=60_000)
+        page.wait_for_timeout(3000)
     return page, outside
 
 
