@@ -227,10 +227,8 @@ class Lakehouse:
         # Open the table once: the transaction check, the write and the new version all use it
         # (each open replays the Delta log; a stream writes every few seconds).
         table = DeltaTable(str(path)) if self.exists(name) else None
-        if transaction is not None and table is not None:
-            last = table.transaction_version(transaction[0])
-            if last is not None and last >= transaction[1]:
-                return table.version()
+        if transaction is not None and table is not None and _holds(table, transaction):
+            return table.version()
         engine, reader = _to_reader(data)
         reader = _deltafy(reader)
         layer = name.split(".")[0]
@@ -283,7 +281,7 @@ class Lakehouse:
         from workbench import merge as merging
 
         keys = [on] if isinstance(on, str) else list(on)
-        if transaction is not None and self._already_committed(name, transaction):
+        if transaction is not None and self.exists(name) and _holds(self.delta(name), transaction):
             return merging.skipped_metrics()
         if isinstance(source, ibis.Table):
             source = merging.with_delete_flag(source, delete_when)
@@ -375,11 +373,6 @@ class Lakehouse:
 
     # -- helpers -------------------------------------------------------------------------
 
-    def _already_committed(self, name: str, transaction: tuple[str, int]) -> bool:
-        app_id, batch_id = transaction
-        last = self.transaction_version(name, app_id)
-        return last is not None and last >= batch_id
-
     def _schema_error(self, name: str, incoming: pa.Schema, exc: Exception) -> SchemaMismatchError:
         current = scan.arrow_schema(self.delta(name))
         return SchemaMismatchError(
@@ -467,6 +460,12 @@ def _empty_feed(schema: pa.Schema) -> pa.Table:
         pa.field("_commit_timestamp", pa.timestamp("ms", tz="UTC")),
     ]
     return pa.schema(list(schema) + extra).empty_table()
+
+
+def _holds(table: DeltaTable, transaction: tuple[str, int]) -> bool:
+    """True when `table` already committed batch `transaction = (app_id, batch_id)` (or later)."""
+    last = table.transaction_version(transaction[0])
+    return last is not None and last >= transaction[1]
 
 
 def _conflict(name: str, exc: Exception) -> ConcurrentWriteError:
